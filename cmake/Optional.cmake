@@ -26,10 +26,13 @@ macro(lunet_find_cuda)
     check_language(CUDA)
     find_package(CUDAToolkit QUIET)
     if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
-      enable_language(CUDA)
-      if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "52")
-        set(CMAKE_CUDA_ARCHITECTURES 80 90)
+      # Before enable_language, which would otherwise pick nvcc's default
+      # (sm_75 for CUDA 13). A user's -DCMAKE_CUDA_ARCHITECTURES or
+      # CUDAARCHS wins; PTX for 90 lets newer GPUs JIT.
+      if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND NOT DEFINED ENV{CUDAARCHS})
+        set(CMAKE_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures")
       endif()
+      enable_language(CUDA)
       set(_found ON)
       set(_why "CUDA ${CUDAToolkit_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES}")
     endif()
