@@ -42,8 +42,11 @@ typedef struct ln_module_type {
   /* Write the text inside the parentheses of tostring(m), "" if NULL. */
   void (*extra_repr)(ln_module *m, char *buf, size_t size);
   /* Before this module's own keys are read from a state dict: may add or
-  ** rewrite entries under `prefix` (migrating older versions). `version` is
-  ** the version found in the state dict's metadata, or -1 when it has none. */
+  ** rewrite entries under `prefix` (migrating older versions). `prefix` is
+  ** the key prefix with its trailing dot, as PyTorch's ("" for the root,
+  ** "layer1." for a child), so a key reads prefix + "num_batches_tracked".
+  ** `version` is the version found in the state dict's metadata, or -1
+  ** when it has none. */
   ln_status (*load_hook)(ln_module *m, ln_state_dict *sd, const char *prefix,
                          int version);
   /* Lazy modules: create the uninitialized slots from the first input. */
