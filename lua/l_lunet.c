@@ -1,0 +1,145 @@
+/*
+** l_lunet.c -- luaopen_lunet: builds the `lunet` table from every binding
+** file, loads lunet.nn / lunet.optim / lunet.dist lazily on first access,
+** and installs the out-of-memory handler (a full collection, then the
+** allocator retries once).
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "core/device.h"
+#include "core/storage.h"
+#include "lua/l_common.h"
+
+#define LN_LUA_VERSION "0.1.0"   /* keep in step with project() in CMakeLists.txt */
+
+/* ---- threads ---- */
+
+static int set_num_threads(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1, 1, "number of threads must be at least 1");
+  omp_set_num_threads((int)n);
+  return 0;
+}
+
+static int get_num_threads(lua_State *L) {
+  lua_pushinteger(L, omp_get_max_threads());
+  return 1;
+}
+
+/* LUNET_NUM_THREADS, when set to a positive integer, sets the count. */
+static void threads_from_env(void) {
+  const char *s = getenv("LUNET_NUM_THREADS");
+  if (s == NULL) return;
+  char *end;
+  long n = strtol(s, &end, 10);
+  if (end != s && *end == '\0' && n >= 1) omp_set_num_threads((int)n);
+}
+
+/* ---- lunet.cuda ---- */
+
+static int cuda_device_count(lua_State *L) {
+  const ln_backend *b = ln_backend_get(LN_CUDA);
+  lua_pushinteger(L, b ? b->device_count() : 0);
+  return 1;
+}
+
+static int cuda_is_available(lua_State *L) {
+  const ln_backend *b = ln_backend_get(LN_CUDA);
+  lua_pushboolean(L, b != NULL && b->device_count() > 0);
+  return 1;
+}
+
+/* ---- out of memory: collect and let the allocator retry ----
+** The handler runs a full collection on the main thread of the state that
+** loaded lunet last; the sentinel's __gc uninstalls it when that state
+** closes. Collection from inside a finalizer is refused by Lua itself
+** (lua_gc returns -1), which is harmless here. */
+
+static lua_State *oom_state;
+
+static void oom_collect(void *ud) {
+  lua_gc((lua_State *)ud, LUA_GCCOLLECT);
+}
+
+static int oom_sentinel_gc(lua_State *L) {
+  lua_State *main = *(lua_State **)lua_touserdata(L, 1);
+  if (oom_state == main) {
+    ln_set_oom_handler(NULL, NULL);
+    oom_state = NULL;
+  }
+  return 0;
+}
+
+static void install_oom_handler(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lua_State *main = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  lua_State **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = main;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, oom_sentinel_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "lunet.oom_sentinel");
+  oom_state = main;
+  ln_set_oom_handler(oom_collect, main);
+}
+
+/* ---- lazy submodules: lunet.nn is require("lunet.nn") ---- */
+
+static int lazy_index(lua_State *L) {
+  static const char *const subs[] = { "nn", "optim", "dist", NULL };
+  const char *k = lua_tostring(L, 2);
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  for (int i = 0; subs[i]; i++) {
+    if (strcmp(k, subs[i]) != 0) continue;
+    lua_getglobal(L, "require");
+    lua_pushfstring(L, "lunet.%s", k);
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+static const luaL_Reg funcs[] = {
+  { "set_num_threads", set_num_threads }, { "get_num_threads", get_num_threads },
+  { NULL, NULL }
+};
+
+int luaopen_lunet(lua_State *L) {
+  ln_init();
+  ln_lua_gc_hint_init();
+  threads_from_env();
+  install_oom_handler(L);
+
+  lua_newtable(L);
+  luaL_setfuncs(L, funcs, 0);
+  lua_pushliteral(L, LN_LUA_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, cuda_is_available);
+  lua_setfield(L, -2, "is_available");
+  lua_pushcfunction(L, cuda_device_count);
+  lua_setfield(L, -2, "device_count");
+  lua_setfield(L, -2, "cuda");
+
+  ln_lua_open_tensor(L);     /* first: creates the Tensor metatable */
+  ln_lua_open_create(L);
+  ln_lua_open_view(L);
+  ln_lua_open_ops(L);
+  ln_lua_open_autograd(L);
+  ln_lua_open_io(L);
+  ln_lua_open_module(L);
+
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  return 1;
+}
