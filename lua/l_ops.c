@@ -141,6 +141,7 @@ static int t_matmul(lua_State *L) {
 /* lunet.cat({a, b, ...}, dim=1). */
 static int l_cat(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
   lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
   luaL_argcheck(L, n > 0, 1, "expected a non-empty list of Tensors");
   luaL_argcheck(L, n <= 1 << 20, 1, "too many tensors");
