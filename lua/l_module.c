@@ -697,9 +697,15 @@ static int l_new(lua_State *L) {
 
 /* ---- registration methods ---- */
 
+/* A slot name: a string, not a number that Lua would convert. */
+static const char *check_name(lua_State *L, int idx) {
+  luaL_checktype(L, idx, LUA_TSTRING);
+  return lua_tostring(L, idx);
+}
+
 static int l_register_parameter(lua_State *L) {
   ln_module *m = ln_lua_check_module(L, 1);
-  const char *name = luaL_checkstring(L, 2);
+  const char *name = check_name(L, 2);
   ln_tensor *t = lua_isnoneornil(L, 3) ? NULL : ln_lua_check_tensor(L, 3);
   ln_lua_check_status(L, ln_module_register_parameter(m, name, t));
   return 0;
@@ -707,7 +713,7 @@ static int l_register_parameter(lua_State *L) {
 
 static int l_register_buffer(lua_State *L) {
   ln_module *m = ln_lua_check_module(L, 1);
-  const char *name = luaL_checkstring(L, 2);
+  const char *name = check_name(L, 2);
   ln_tensor *t = lua_isnoneornil(L, 3) ? NULL : ln_lua_check_tensor(L, 3);
   bool persistent = true;
   if (!lua_isnoneornil(L, 4)) {
@@ -720,7 +726,7 @@ static int l_register_buffer(lua_State *L) {
 
 static int l_add_module(lua_State *L) {
   ln_module *m = ln_lua_check_module(L, 1);
-  const char *name = luaL_checkstring(L, 2);
+  const char *name = check_name(L, 2);
   ln_module *child = lua_isnoneornil(L, 3) ? NULL : ln_lua_check_module(L, 3);
   lua_settop(L, 3);
   ln_lua_check_status(L, ln_module_register_module(m, name, child));
