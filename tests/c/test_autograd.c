@@ -3,8 +3,9 @@
 ** accumulation, retain_graph and the freed-graph error, root checks,
 ** multi-output nodes, failing backwards, 100k-node chains (backward and
 ** release without deep recursion), gradcheck, and no leaked tensors.
-** The ops here are written by hand on float64 1-D tensors, so that the
-** engine is tested on its own; tests with the library's ops come after.
+** The first ops here are written by hand on float64 1-D tensors, so that
+** the engine is tested on its own; then ln_sum_to_size, a broadcast graph,
+** and gradcheck of every differentiable library op.
 */
 #include <string.h>
 
@@ -12,6 +13,7 @@
 #include "core/autograd.h"
 #include "core/gradcheck.h"
 #include "core/ops.h"
+#include "core/random.h"
 #include "core/tensor.h"
 
 /* ---- hand-written float64 ops ---- */
@@ -424,6 +426,217 @@ static void test_gradcheck(void) {
   ln_tensor_release(a);
 }
 
+/* ---- with the library's ops ---- */
+
+static void test_sum_to_size(void) {
+  ln_tensor *a = ln_arange(0, 24, 1, LN_F64);
+  ln_tensor *g = ln_view(a, (int64_t[]){ 2, 3, 4 }, 3);
+  ln_tensor *r = ln_sum_to_size(g, (int64_t[]){ 2, 3, 4 }, 3);
+  CHECK(r == g);
+  ln_tensor_release(r);
+
+  r = ln_sum_to_size(g, (int64_t[]){ 3, 1 }, 2);
+  CHECK(r && ln_tensor_dim(r) == 2 && ln_tensor_size(r, 0) == 3 &&
+        ln_tensor_size(r, 1) == 1);
+  for (int j = 0; r && j < 3; j++) {
+    double want = 0;
+    for (int i = 0; i < 2; i++)
+      for (int k = 0; k < 4; k++) want += 12 * i + 4 * j + k;
+    CHECK_NEAR(ln_tensor_get(r, (int64_t[]){ j, 0 }), want, 0);
+  }
+  ln_tensor_release(r);
+
+  r = ln_sum_to_size(g, (int64_t[]){ 1, 3, 1 }, 3);
+  CHECK(r && ln_tensor_dim(r) == 3 && ln_tensor_size(r, 1) == 3);
+  CHECK_NEAR(ln_tensor_get(r, (int64_t[]){ 0, 2, 0 }), 8 + 9 + 10 + 11 + 20 + 21 + 22 + 23, 0);
+  ln_tensor_release(r);
+
+  r = ln_sum_to_size(g, NULL, 0);
+  CHECK(r && ln_tensor_dim(r) == 0);
+  CHECK_NEAR(r ? data(r)[0] : 0, 23 * 24 / 2, 0);
+  ln_tensor_release(r);
+
+  CHECK(ln_sum_to_size(g, (int64_t[]){ 5 }, 1) == NULL);
+  CHECK_MSG("size {5} is not expandable to size {2, 3, 4}.");
+  CHECK(ln_sum_to_size(g, (int64_t[]){ 1, 2, 3, 4 }, 4) == NULL);
+  ln_tensor_release(g);
+  ln_tensor_release(a);
+}
+
+/* A random float64 leaf that requires grad: normal, or uniform in
+** [0.5, 1.5) when positive; transposed (dims 0 and 1 of `sizes` swapped,
+** non-contiguous) when asked. */
+static ln_tensor *randn_leaf(const int64_t *sizes, int ndim, bool positive,
+                             bool transposed) {
+  ln_tensor *t = positive ? ln_rand(sizes, ndim, LN_F64, LN_DEVICE_CPU)
+                          : ln_randn(sizes, ndim, LN_F64, LN_DEVICE_CPU);
+  if (positive)
+    for (int64_t i = 0; i < ln_tensor_numel(t); i++) data(t)[i] += 0.5;
+  if (transposed) {
+    ln_tensor *v = ln_transpose(t, 0, 1);   /* no history: t needs no grad */
+    ln_tensor_release(t);
+    t = v;
+  }
+  ln_tensor_set_requires_grad(t, true);
+  return t;
+}
+
+/* y = x * b + x with b broadcast over rows: dx = b + 1, db = column sums. */
+static void test_broadcast_graph(void) {
+  ln_tensor *x = randn_leaf((int64_t[]){ 2, 3 }, 2, false, false);
+  ln_tensor *b = randn_leaf((int64_t[]){ 3 }, 1, false, false);
+  ln_tensor *xb = ln_mul(x, b), *y = ln_add(xb, x), *s = ln_sum(y, NULL, 0, false);
+  CHECK(strcmp(ln_tensor_grad_fn(y)->name, "AddBackward0") == 0);
+  CHECK_OK(ln_backward(s, NULL, false));
+  for (int j = 0; j < 3; j++) {
+    CHECK_NEAR(ln_tensor_get(ln_tensor_grad(x), (int64_t[]){ 1, j }), data(b)[j] + 1, 1e-12);
+    CHECK_NEAR(data(ln_tensor_grad(b))[j], data(x)[j] + data(x)[3 + j], 1e-12);
+  }
+  ln_tensor_release(s);
+  ln_tensor_release(y);
+  ln_tensor_release(xb);
+  ln_tensor_release(b);
+  ln_tensor_release(x);
+}
+
+/* Functions for gradcheck, one per op (or short composition). */
+#define GC_FN(name, expr) \
+  static ln_tensor *name(ln_tensor *const *x, int n, void *ud) { \
+    (void)x; (void)n; (void)ud; \
+    return (expr); \
+  }
+GC_FN(g_add, ln_add(x[0], x[1]))
+GC_FN(g_sub, ln_sub(x[0], x[1]))
+GC_FN(g_mul, ln_mul(x[0], x[1]))
+GC_FN(g_div, ln_div(x[0], x[1]))
+GC_FN(g_pow, ln_pow(x[0], x[1]))
+GC_FN(g_maximum, ln_binary(LN_MAXIMUM, x[0], x[1]))
+GC_FN(g_minimum, ln_binary(LN_MINIMUM, x[0], x[1]))
+GC_FN(g_add_scaled, ln_add_scaled(x[0], x[1], -2.5))
+GC_FN(g_neg, ln_neg(x[0]))
+GC_FN(g_abs, ln_unary(LN_ABS, x[0]))
+GC_FN(g_sqrt, ln_unary(LN_SQRT, x[0]))
+GC_FN(g_exp, ln_unary(LN_EXP, x[0]))
+GC_FN(g_log, ln_unary(LN_LOG, x[0]))
+GC_FN(g_relu, ln_unary(LN_RELU, x[0]))
+GC_FN(g_sum_all, ln_sum(x[0], NULL, 0, false))
+GC_FN(g_sum_dims, ln_sum(x[0], (int[]){ 0, 2 }, 2, false))
+GC_FN(g_sum_keep, ln_sum(x[0], (int[]){ -1 }, 1, true))
+GC_FN(g_mean_all, ln_mean(x[0], NULL, 0, false))
+GC_FN(g_mean_dim, ln_mean(x[0], (int[]){ 1 }, 1, true))
+GC_FN(g_var_unbiased, ln_var(x[0], (int[]){ 1 }, 1, 1, false))
+GC_FN(g_var_biased, ln_var(x[0], (int[]){ 0, 2 }, 2, 0, true))
+GC_FN(g_var_all, ln_var(x[0], NULL, 0, 1, false))
+GC_FN(g_max_dim, ln_max(x[0], (int[]){ 1 }, 1, false))
+GC_FN(g_min_all, ln_min(x[0], NULL, 0, false))
+GC_FN(g_matmul, ln_matmul(x[0], x[1]))
+GC_FN(g_clone, ln_clone(x[0], LN_CHANNELS_LAST))
+GC_FN(g_transpose, ln_transpose(x[0], 0, 1))
+GC_FN(g_permute, ln_permute(x[0], (int[]){ 2, 0, 1 }, 3))
+GC_FN(g_narrow, ln_narrow(x[0], 1, 1, 2))
+GC_FN(g_select, ln_select(x[0], 0, 1))
+GC_FN(g_expand, ln_expand(x[0], (int64_t[]){ 2, -1, 3 }, 3))
+GC_FN(g_reshape, ln_reshape(x[0], (int64_t[]){ 3, -1 }, 2))
+GC_FN(g_unsqueeze, ln_unsqueeze(x[0], 1))
+GC_FN(g_squeeze, ln_squeeze(x[0], 1))
+GC_FN(g_flatten, ln_flatten(x[0], 0, 1))
+GC_FN(g_cat, ln_cat(x, 2, 1))
+
+/* x * x + exp(x): a leaf used three times through real ops. */
+static ln_tensor *g_diamond(ln_tensor *const *x, int n, void *ud) {
+  (void)n; (void)ud;
+  ln_tensor *sq = ln_mul(x[0], x[0]), *e = ln_unary(LN_EXP, x[0]);
+  ln_tensor *r = sq && e ? ln_add(sq, e) : NULL;
+  ln_tensor_release(sq);
+  ln_tensor_release(e);
+  return r;
+}
+
+/* contiguous() of a transposed input followed by a product with it. */
+static ln_tensor *g_contig(ln_tensor *const *x, int n, void *ud) {
+  (void)n; (void)ud;
+  ln_tensor *t = ln_transpose(x[0], 0, 1), *c = t ? ln_contiguous(t, LN_CONTIGUOUS) : NULL;
+  ln_tensor *r = c ? ln_mul(c, t) : NULL;
+  ln_tensor_release(c);
+  ln_tensor_release(t);
+  return r;
+}
+
+typedef struct gc_case {
+  const char *name;
+  ln_gradcheck_fn fn;
+  int n;
+  int ndim[2];
+  int64_t sizes[2][4];
+  bool positive;       /* inputs in [0.5, 1.5) */
+  bool transposed;     /* the first input is the transpose of sizes[0] */
+} gc_case;
+
+static const gc_case gc_cases[] = {
+  { "add", g_add, 2, { 2, 1 }, { { 2, 3 }, { 3 } }, false, false },
+  { "add (non-contiguous)", g_add, 2, { 2, 2 }, { { 3, 2 }, { 2, 3 } }, false, true },
+  { "sub", g_sub, 2, { 2, 2 }, { { 2, 3 }, { 2, 1 } }, false, false },
+  { "mul", g_mul, 2, { 3, 2 }, { { 2, 1, 3 }, { 4, 1 } }, false, false },
+  { "div", g_div, 2, { 2, 1 }, { { 2, 3 }, { 3 } }, true, false },
+  { "pow", g_pow, 2, { 2, 2 }, { { 2, 3 }, { 2, 3 } }, true, false },
+  { "maximum", g_maximum, 2, { 2, 2 }, { { 2, 3 }, { 2, 3 } }, false, false },
+  { "minimum", g_minimum, 2, { 2, 1 }, { { 2, 3 }, { 3 } }, false, false },
+  { "add_scaled", g_add_scaled, 2, { 2, 1 }, { { 2, 3 }, { 3 } }, false, false },
+  { "neg", g_neg, 1, { 2 }, { { 2, 3 } }, false, false },
+  { "abs", g_abs, 1, { 2 }, { { 2, 3 } }, false, false },
+  { "sqrt", g_sqrt, 1, { 2 }, { { 2, 3 } }, true, false },
+  { "exp", g_exp, 1, { 2 }, { { 2, 3 } }, false, true },
+  { "log", g_log, 1, { 2 }, { { 2, 3 } }, true, false },
+  { "relu", g_relu, 1, { 2 }, { { 2, 3 } }, false, false },
+  { "sum all", g_sum_all, 1, { 2 }, { { 2, 3 } }, false, true },
+  { "sum dims", g_sum_dims, 1, { 3 }, { { 2, 3, 4 } }, false, false },
+  { "sum keepdim", g_sum_keep, 1, { 3 }, { { 2, 3, 4 } }, false, false },
+  { "mean all", g_mean_all, 1, { 2 }, { { 2, 3 } }, false, false },
+  { "mean dim", g_mean_dim, 1, { 3 }, { { 2, 3, 4 } }, false, false },
+  { "var unbiased", g_var_unbiased, 1, { 2 }, { { 3, 4 } }, false, true },
+  { "var biased", g_var_biased, 1, { 3 }, { { 2, 3, 4 } }, false, false },
+  { "var all", g_var_all, 1, { 2 }, { { 3, 4 } }, false, false },
+  { "max dim", g_max_dim, 1, { 2 }, { { 3, 4 } }, false, false },
+  { "min all", g_min_all, 1, { 2 }, { { 3, 4 } }, false, false },
+  { "matmul mm", g_matmul, 2, { 2, 2 }, { { 3, 2 }, { 3, 4 } }, false, true },
+  { "matmul mv", g_matmul, 2, { 2, 1 }, { { 2, 3 }, { 3 } }, false, false },
+  { "matmul dot", g_matmul, 2, { 1, 1 }, { { 3 }, { 3 } }, false, false },
+  { "matmul bmm", g_matmul, 2, { 3, 3 }, { { 2, 2, 3 }, { 2, 3, 2 } }, false, false },
+  { "matmul broadcast", g_matmul, 2, { 3, 2 }, { { 2, 2, 3 }, { 3, 2 } }, false, false },
+  { "clone", g_clone, 1, { 4 }, { { 2, 3, 2, 2 } }, false, false },
+  { "transpose", g_transpose, 1, { 2 }, { { 2, 3 } }, false, false },
+  { "permute", g_permute, 1, { 3 }, { { 2, 3, 4 } }, false, false },
+  { "narrow", g_narrow, 1, { 2 }, { { 2, 4 } }, false, false },
+  { "select", g_select, 1, { 2 }, { { 2, 3 } }, false, false },
+  { "expand", g_expand, 1, { 3 }, { { 1, 4, 3 } }, false, false },
+  { "reshape", g_reshape, 1, { 2 }, { { 2, 3 } }, false, true },
+  { "unsqueeze", g_unsqueeze, 1, { 2 }, { { 2, 3 } }, false, false },
+  { "squeeze", g_squeeze, 1, { 3 }, { { 2, 1, 3 } }, false, false },
+  { "flatten", g_flatten, 1, { 3 }, { { 2, 3, 2 } }, false, false },
+  { "cat", g_cat, 2, { 2, 2 }, { { 3, 2 }, { 2, 1 } }, false, true },
+  { "diamond", g_diamond, 1, { 2 }, { { 2, 3 } }, false, false },
+  { "contiguous", g_contig, 1, { 2 }, { { 2, 3 } }, false, false },
+};
+
+/* Every differentiable op against central differences, on inputs that
+** include broadcasting and non-contiguous (transposed) leaves. */
+static void test_gradcheck_ops(void) {
+  ln_manual_seed(0);
+  for (size_t c = 0; c < sizeof gc_cases / sizeof gc_cases[0]; c++) {
+    const gc_case *tc = &gc_cases[c];
+    ln_tensor *in[2] = { NULL, NULL };
+    for (int i = 0; i < tc->n; i++)
+      in[i] = randn_leaf(tc->sizes[i], tc->ndim[i], tc->positive,
+                         i == 0 && tc->transposed);
+    char report[512];
+    ln_status st = ln_gradcheck(tc->fn, NULL, in, tc->n, 1e-6, 1e-5, 1e-4,
+                                report, sizeof report);
+    CHECK(st == LN_OK);
+    if (st != LN_OK) fprintf(stderr, "  gradcheck %s: %s\n", tc->name, report);
+    for (int i = 0; i < tc->n; i++) ln_tensor_release(in[i]);
+  }
+}
+
 int main(void) {
   ln_init();
   int64_t live = ln_tensor_live_count();
@@ -435,6 +648,9 @@ int main(void) {
   test_failing_backward();
   test_long_chain();
   test_gradcheck();
+  test_sum_to_size();
+  test_broadcast_graph();
+  test_gradcheck_ops();
   CHECK(ln_tensor_live_count() == live);
   return check_done("test_autograd");
 }
