@@ -243,7 +243,8 @@ void ln_lua_set_funcs(lua_State *L, const luaL_Reg *funcs) {
 ** growth since the last look becomes collector debt (lua_gc LUA_GCSTEP with
 ** that many kilobytes, as if Lua had allocated it), paid once at least
 ** LN_GC_HINT_BYTES have accumulated. Freed memory lowers the mark, so
-** allocation churn keeps the collector moving. The counters are process-wide
+** allocation churn keeps the collector moving. A collector stopped with
+** collectgarbage("stop") is left alone. The counters are process-wide
 ** and approximate, which is all a hint needs. */
 
 #define LN_GC_HINT_BYTES (1 << 20)
@@ -267,7 +268,7 @@ void ln_lua_gc_hint(lua_State *L) {
   int64_t now = bytes_in_use();
   if (now > hint_mark) hint_debt += now - hint_mark;
   hint_mark = now;
-  if (hint_debt >= LN_GC_HINT_BYTES) {
+  if (hint_debt >= LN_GC_HINT_BYTES && lua_gc(L, LUA_GCISRUNNING)) {
     int kb = hint_debt / 1024 > 1 << 30 ? 1 << 30 : (int)(hint_debt / 1024);
     hint_debt = 0;
     lua_gc(L, LUA_GCSTEP, kb);
