@@ -7,8 +7,12 @@
 ** accepts 1 and -1 (PyTorch accepts 0 and -1). Out-of-range dims raise
 ** PyTorch's message with the 1-based range:
 **   Dimension out of range (expected to be in range of [-2, 2], but got 3)
-** and dim 0 says that dims are 1-based.
+** and dim 0 says that dims are 1-based. Messages from the C core, which
+** count from 0 as PyTorch does, are rewritten by ln_lua_error.
 */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/device.h"
@@ -17,9 +21,55 @@
 
 /* ---- errors ---- */
 
+/* The C core words its messages as PyTorch does, with 0-based dims and
+** list positions. Lua counts from 1, so the number after each of these
+** phrases is raised by one on the way out. */
+static const char *const zero_based[] = {
+  "non-singleton dimension ", "except in dimension ", "for tensor number ", NULL
+};
+
+/* Push msg with 0-based numbers rewritten (see zero_based, and the range
+** of "Dimension out of range (expected to be in range of [-2, 1], but got
+** 2)", which becomes [-2, 2] and 3). */
+static void push_one_based(lua_State *L, const char *msg) {
+  const char *range = "Dimension out of range (expected to be in range of [";
+  if (strncmp(msg, range, strlen(range)) == 0) {
+    long lo, hi, got;
+    int n = 0;
+    if (sscanf(msg + strlen(range), "%ld, %ld], but got %ld)%n", &lo, &hi, &got, &n) == 3
+        && n > 0) {
+      lua_pushfstring(L, "Dimension out of range (expected to be in range of [%d, %d], "
+                      "but got %d)%s", (int)lo, (int)hi + 1,
+                      (int)(got >= 0 ? got + 1 : got), msg + strlen(range) + n);
+      return;
+    }
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  while (*msg) {
+    size_t skip = 0;
+    for (int i = 0; zero_based[i] && !skip; i++)
+      if (strncmp(msg, zero_based[i], strlen(zero_based[i])) == 0) skip = strlen(zero_based[i]);
+    if (skip && isdigit((unsigned char)msg[skip])) {
+      char *end;
+      long v = strtol(msg + skip, &end, 10);
+      luaL_addlstring(&b, msg, skip);
+      lua_pushfstring(L, "%d", (int)v + 1);
+      luaL_addvalue(&b);
+      msg = end;
+    } else {
+      luaL_addchar(&b, *msg++);
+    }
+  }
+  luaL_pushresult(&b);
+}
+
 int ln_lua_error(lua_State *L) {
   const char *msg = ln_last_error();
-  return luaL_error(L, "%s", msg[0] ? msg : "unknown lunet error");
+  luaL_where(L, 1);
+  push_one_based(L, msg[0] ? msg : "unknown lunet error");
+  lua_concat(L, 2);
+  return lua_error(L);
 }
 
 void *ln_lua_check(lua_State *L, void *ptr) {

@@ -696,6 +696,16 @@ describe("errors", function()
       err(function() return x.size(3) end))
   end)
 
+  it("count dims and list positions from 1, also in the core's messages", function()
+    local a, b = lunet.zeros(2, 3), lunet.zeros(2, 4)
+    assert.matches("except in dimension 1%. Expected size 3 but got size 4 for tensor number 2",
+      err(lunet.cat, {a, b}, 1))
+    assert.matches("at non%-singleton dimension 1$",
+      err(function() return a + lunet.zeros(3, 3) end))
+    assert.matches("at non%-singleton dimension 2%.",
+      err(function() return a:expand(2, 5) end))
+  end)
+
   it("say 'attempt to use a released tensor' after __close", function()
     local keep
     do
