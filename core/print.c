@@ -76,12 +76,16 @@ static void visit(printer *p, const char *elem) {
   if (len > p->width) p->width = len;
 }
 
-/* Indices shown along a dim of size n: k-th shown index, or -1 for "...". */
+/* Along a dim of size n: whether it is cut, how many items show (the
+** "..." counts as one) and which index the k-th item is (-1 for "..."). */
+static bool cut(const printer *p, int64_t n) {
+  return p->summarize && n > 2 * PRINT_EDGEITEMS;
+}
 static int64_t shown_count(const printer *p, int64_t n) {
-  return p->summarize && n > 2 * PRINT_EDGEITEMS ? 2 * PRINT_EDGEITEMS + 1 : n;
+  return cut(p, n) ? 2 * PRINT_EDGEITEMS + 1 : n;
 }
 static int64_t shown_index(const printer *p, int64_t n, int64_t k) {
-  if (shown_count(p, n) == n || k < PRINT_EDGEITEMS) return k;
+  if (!cut(p, n) || k < PRINT_EDGEITEMS) return k;
   return k == PRINT_EDGEITEMS ? -1 : n - (2 * PRINT_EDGEITEMS + 1 - k);
 }
 

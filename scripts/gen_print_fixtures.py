@@ -78,6 +78,7 @@ CASES = [
     ("summary_4d_small_dims", "float64", [2, 3, 4, 50], ("arange", 0, 0.25), {}),
     ("summary_sci", "float32", [1200], ("arange", 1e-3, 10.0), {}),
     ("summary_tall", "float32", [1001, 1], ("arange", 0, 1), {}),
+    ("summary_dim_of_7", "int64", [150, 7], ("arange", 0, 1), {}),
     ("not_summarized_1000", "int64", [10, 100], ("arange", 0, 1), {}),
     ("bool_summary", "bool", [1100], ("arange", 0, 1), {}),
     ("requires_grad", "float32", [2], [1, 2], {"requires_grad": 1}),
