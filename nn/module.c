@@ -202,8 +202,9 @@ bool ln_module_has_uninitialized(const ln_module *m) {
 
 /* Parameters come out as leaves that require grad (when floating), as
 ** PyTorch's UninitializedParameter.materialize; buffers do not. When the
-** last lazy slot is filled the type finishes (on_materialized) and the
-** module becomes type->becomes. */
+** last lazy slot is filled the type finishes (on_materialized, run with
+** grad mode off so that it may fill parameters in place) and the module
+** becomes type->becomes. */
 ln_status ln_module_materialize(ln_module *m, const char *name, const int64_t *sizes,
                                 int ndim) {
   if (!m) return ln_error(LN_EINVAL, "materialize: module expected, got NULL");
@@ -224,8 +225,10 @@ ln_status ln_module_materialize(ln_module *m, const char *name, const int64_t *s
   s->uninitialized = false;
   if (ln_module_has_uninitialized(m)) return LN_OK;
   const ln_module_type *type = m->type;
-  if (type->on_materialized) {
+  if (type->on_materialized) {            /* initialisation: no autograd */
+    bool grad_mode = ln_set_grad_enabled(false);
     ln_status st = type->on_materialized(m);
+    ln_set_grad_enabled(grad_mode);
     if (st != LN_OK) return st;
   }
   if (type->becomes) m->type = type->becomes;

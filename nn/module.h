@@ -52,7 +52,8 @@ typedef struct ln_module_type {
   /* Lazy modules: create the uninitialized slots from the first input. */
   ln_status (*initialize_from_input)(ln_module *m, ln_tensor *const *inputs, int n);
   /* Lazy modules: the last uninitialized slot was just filled (from an input
-  ** or a state dict); set whatever attributes follow from the shapes. */
+  ** or a state dict); set whatever attributes follow from the shapes. Runs
+  ** with grad mode off (it may initialise parameters in place). */
   ln_status (*on_materialized)(ln_module *m);
   /* Lazy modules: the type to become once nothing is uninitialized. */
   const struct ln_module_type *becomes;

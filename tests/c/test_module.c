@@ -436,11 +436,13 @@ static ln_state_dict *source_dict(void) {
   ln_module *a = ln_module_get_child(src, "1");
   ln_module *bn = ln_module_get_child(ln_module_get_child(src, "2"), "bn");
   ln_module *both[2] = { a, bn };
+  bool grad_mode = ln_set_grad_enabled(false);   /* weights are leaves */
   for (int i = 0; i < 2; i++) {
     CHECK_OK(ln_fill_(ln_module_get_tensor(both[i], "weight"), 7));
     CHECK_OK(ln_fill_(ln_module_get_tensor(both[i], "running"), 8));
     CHECK_OK(ln_fill_(ln_module_get_tensor(both[i], "count"), 5));
   }
+  ln_set_grad_enabled(grad_mode);
   ln_state_dict *sd = ln_module_state_dict(src);
   ln_module_release(src);
   return sd;
