@@ -320,7 +320,11 @@ static void set_attr(lua_State *L, ln_module *m, const char *k, const ln_attr *o
 }
 
 /* m.training = flag changes m only, as PyTorch: the modes of the
-** descendants are put back after the recursive ln_module_train. */
+** descendants are put back after the recursive ln_module_train. Putting a
+** module back resets its subtree, and a shared module can sit under a
+** module restored after it, so restore until nothing changes: once a
+** module and all its ancestors are right it stays right, so the passes
+** are at most the depth of the tree plus one. */
 static void set_training(lua_State *L, ln_module *m, int idx) {
   if (!lua_isboolean(L, idx))
     luaL_error(L, "training expects a boolean, got %s", luaL_typename(L, idx));
@@ -329,8 +333,16 @@ static void set_training(lua_State *L, ln_module *m, int idx) {
   int *modes = lua_newuserdatauv(L, (size_t)l->n * sizeof(int) + 1, 0);
   for (int i = 0; i < l->n; i++) modes[i] = ln_module_training(l->v[i].m);
   ln_module_train(m, lua_toboolean(L, idx));
-  for (int i = 0; i < l->n; i++)
-    if (l->v[i].m != m) ln_module_train(l->v[i].m, modes[i]);
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (int i = 0; i < l->n; i++) {
+      ln_module *c = l->v[i].m;
+      if (c != m && ln_module_training(c) != (bool)modes[i]) {
+        ln_module_train(c, modes[i]);
+        changed = true;
+      }
+    }
+  }
   lua_pop(L, 2);
 }
 
@@ -415,26 +427,43 @@ static int assign_error(lua_State *L, ln_module *m, int i, int idx) {
                     kind == LN_SLOT_CHILD ? "lunet.Module" : "lunet.Tensor");
 }
 
-/* Register child under k, replacing a parameter or buffer slot of that
-** name as PyTorch's __setattr__ does. */
+static ln_status is_target(const char *prefix, ln_module *m, void *target) {
+  (void)prefix;
+  return m == target ? LN_ERUNTIME : LN_OK;
+}
+
+/* Give the parameter or buffer slot i, named k, to a child module (child)
+** or a parameter (t), as PyTorch's __setattr__ does. Names are unique
+** across kinds, so the old slot must go first; the failures that do not
+** depend on it (a module that would contain itself, a non-leaf tensor) are
+** raised first by the same registration on the intact module, so that they
+** leave it unchanged. Only running out of memory puts the old slot back at
+** the end of the order. */
+static void rekind_slot(lua_State *L, ln_module *m, const char *k, int i, ln_module *child,
+                        ln_tensor *t) {
+  if (child ? ln_module_walk(child, is_target, m) != LN_OK : !ln_tensor_is_leaf(t))
+    ln_lua_check_status(L, child ? ln_module_register_module(m, k, child)
+                                 : ln_module_register_parameter(m, k, t));
+  ln_tensor *old = ln_module_slot_tensor(m, i);
+  ln_slot_kind kind = ln_module_slot_kind(m, i);
+  bool persistent = ln_module_slot_persistent(m, i);
+  if (old) ln_tensor_retain(old);
+  ln_module_remove_slot(m, k);
+  ln_status st = child ? ln_module_register_module(m, k, child)
+                       : ln_module_register_parameter(m, k, t);
+  if (st != LN_OK) {
+    if (kind == LN_SLOT_PARAM) ln_module_register_parameter(m, k, old);
+    else ln_module_register_buffer(m, k, old, persistent);
+  }
+  ln_tensor_release(old);
+  ln_lua_check_status(L, st);
+}
+
+/* Register child under k; a parameter or buffer of that name gives way. */
 static void assign_module(lua_State *L, ln_module *m, const char *k, ln_module *child) {
   int i = ln_module_find_slot(m, k);
-  if (i >= 0 && ln_module_slot_kind(m, i) != LN_SLOT_CHILD) {
-    ln_tensor *old = ln_module_slot_tensor(m, i);
-    ln_slot_kind kind = ln_module_slot_kind(m, i);
-    bool persistent = ln_module_slot_persistent(m, i);
-    if (old) ln_tensor_retain(old);
-    ln_module_remove_slot(m, k);
-    ln_status st = ln_module_register_module(m, k, child);
-    if (st != LN_OK) {   /* put the old slot back before raising */
-      if (kind == LN_SLOT_PARAM) ln_module_register_parameter(m, k, old);
-      else ln_module_register_buffer(m, k, old, persistent);
-    }
-    ln_tensor_release(old);
-    ln_lua_check_status(L, st);
-    return;
-  }
-  ln_lua_check_status(L, ln_module_register_module(m, k, child));
+  if (i >= 0 && ln_module_slot_kind(m, i) != LN_SLOT_CHILD) rekind_slot(L, m, k, i, child, NULL);
+  else ln_lua_check_status(L, ln_module_register_module(m, k, child));
 }
 
 /* A tensor goes to a parameter slot when it is flagged as a parameter or
@@ -445,25 +474,13 @@ static void assign_tensor(lua_State *L, ln_module *m, const char *k, ln_tensor *
   ln_slot_kind kind = i >= 0 ? ln_module_slot_kind(m, i) : LN_SLOT_BUFFER;
   if (kind == LN_SLOT_CHILD) {
     assign_error(L, m, i, 3);
-    return;
+  } else if (ln_tensor_is_parameter(t) || kind == LN_SLOT_PARAM) {
+    if (i >= 0 && kind == LN_SLOT_BUFFER) rekind_slot(L, m, k, i, NULL, t);
+    else ln_lua_check_status(L, ln_module_register_parameter(m, k, t));
+  } else {
+    bool persistent = i >= 0 ? ln_module_slot_persistent(m, i) : true;
+    ln_lua_check_status(L, ln_module_register_buffer(m, k, t, persistent));
   }
-  if (ln_tensor_is_parameter(t) || kind == LN_SLOT_PARAM) {
-    if (kind == LN_SLOT_BUFFER && i >= 0) {
-      ln_tensor *old = ln_module_slot_tensor(m, i);
-      bool persistent = ln_module_slot_persistent(m, i);
-      if (old) ln_tensor_retain(old);
-      ln_module_remove_slot(m, k);
-      ln_status st = ln_module_register_parameter(m, k, t);
-      if (st != LN_OK) ln_module_register_buffer(m, k, old, persistent);
-      ln_tensor_release(old);
-      ln_lua_check_status(L, st);
-      return;
-    }
-    ln_lua_check_status(L, ln_module_register_parameter(m, k, t));
-    return;
-  }
-  bool persistent = i >= 0 ? ln_module_slot_persistent(m, i) : true;
-  ln_lua_check_status(L, ln_module_register_buffer(m, k, t, persistent));
 }
 
 /* Empty the existing slot i (keeping its kind), as PyTorch's
@@ -517,7 +534,8 @@ static int l_newindex(lua_State *L) {
   lua_settop(L, 3);
   lua_getiuservalue(L, 1, 1);   /* 4 */
   ln_module *child = opt_module(L, 3);
-  ln_tensor *t = child ? NULL : ln_lua_to_tensor(L, 3);
+  ln_tensor *t = NULL;
+  if (!child && luaL_testudata(L, 3, LN_TENSOR_MT)) t = ln_lua_check_tensor(L, 3);
   int i = ln_module_find_slot(m, k);
   lua_pushnil(L);               /* 5: nil, to clear a Lua attribute */
   if (child) {

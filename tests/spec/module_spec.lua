@@ -199,6 +199,19 @@ describe("train and eval", function()
     assert.is_true(net.head.training)
     assert.matches("training expects a boolean", error_of(function() net.training = 1 end), 1, true)
   end)
+
+  it("setting the training field keeps the modes of shared descendants", function()
+    local shared = Affine(3)
+    local a, b = nn.Sequential(shared), nn.Sequential(shared)
+    local root = nn.Sequential(a, b)
+    b.training = false   -- b only: shared stays in training mode
+    assert.is_true(shared.training)
+    root.training = false
+    assert.is_false(root.training)
+    assert.is_true(a.training)
+    assert.is_false(b.training)
+    assert.is_true(shared.training)
+  end)
 end)
 
 describe("nn.Sequential", function()
@@ -322,6 +335,17 @@ describe("conversions", function()
     assert.are.equal("float32", m.weight.dtype)
   end)
 
+  it("to(tensor) takes its dtype; to('cuda') fails clearly without a GPU", function()
+    local m = Affine(3)
+    assert.are.equal(m, m:to(f64({ 1 })))
+    assert.are.equal("float64", m.weight.dtype)
+    if not lunet.cuda.is_available() then
+      assert.is_false(pcall(m.to, m, "cuda"))
+      assert.are.equal("cpu", m.weight.device)
+      assert.are.equal("float64", m.weight.dtype)
+    end
+  end)
+
   it("zero_grad clears gradients", function()
     local m = Affine(3)
     m.weight.grad = f32({ 1, 1, 1 })
@@ -353,6 +377,16 @@ describe("errors", function()
     assert.matches("a module cannot be its own descendant",
                    error_of(function() local s = nn.Sequential(m); m.loop = s end), 1, true)
     assert.matches("module fields are named by strings", error_of(function() m[true] = 1 end), 1, true)
+    -- a slot changing kind: the errors come before the old slot is removed
+    assert.matches("a module cannot be its own descendant",
+                   error_of(function() local s = nn.Sequential(m); m.weight = s end), 1, true)
+    assert.matches("Cannot assign non-leaf Tensor to parameter 'weight'",
+                   error_of(function() m.weight = m.weight * 2 end), 1, true)
+    local released = f32({ 1 })
+    getmetatable(released).__close(released)
+    assert.matches("attempt to use a released tensor",
+                   error_of(function() m.extra = released end), 1, true)
+    assert.are.same({ "running", "scratch" }, names_of(m:named_buffers()))
     -- nothing changed, and the interpreter still works
     assert.are.same({ "weight" }, names_of(m:named_parameters()))
     assert.are.same({}, names_of(m:named_children()))
