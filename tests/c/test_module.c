@@ -295,6 +295,10 @@ static void test_walk_and_modes(void) {
   ln_dtype i64 = LN_I64;
   CHECK(ln_module_to(model, NULL, &i64) == LN_EINVAL);
   CHECK_MSG("only accepts floating point dtypes");
+  /* a device that is not there: an error, and nothing moves */
+  ln_device far = { LN_CUDA, 7 };
+  CHECK(ln_module_to(model, &far, &f64) != LN_OK);
+  CHECK(ln_tensor_device(w).type == LN_CPU);
   ln_module_zero_grad(model);
   CHECK(ln_tensor_grad(w) == NULL);
   ln_module_release(model);
