@@ -6,7 +6,7 @@
 
 #include "status.h"
 
-#define LN_ERRMSG_SIZE 1024
+#define LN_ERRMSG_SIZE 16384  /* load errors list many keys */
 
 static _Thread_local char errmsg[LN_ERRMSG_SIZE];
 static _Thread_local ln_status errcode;
