@@ -695,11 +695,15 @@ static int l_new_type(lua_State *L) {
 }
 
 /* _module.new(class, type) -> a new module of `type` whose object has
-** `class`. */
+** `class`. `type` must come from new_type or be sequential_type. */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
   const ln_module_type *type = lua_touserdata(L, 2);
+  lua_getfield(L, LUA_REGISTRYINDEX, REG_CLASSES);
+  luaL_argcheck(L, type == &ln_sequential_type || lua_rawgetp(L, -1, type) != LUA_TNIL, 2,
+                "unknown module type");
+  lua_settop(L, 2);
   lmodule *u = new_shell(L);
   u->m = ln_module_new(type, NULL);
   if (!u->m) return ln_lua_error(L);
