@@ -134,8 +134,10 @@ static int t_tolist(lua_State *L) {
 ** bool). */
 static int t_item(lua_State *L) {
   ln_tensor *t = ln_lua_check_tensor(L, 1);
-  double unused;
-  ln_lua_check_status(L, ln_tensor_item(t, &unused));  /* numel must be 1 */
+  int64_t n = ln_tensor_numel(t);
+  if (n != 1)
+    return luaL_error(L, "a Tensor with %I elements cannot be converted to Scalar",
+                      (lua_Integer)n);
   t = cpu_view(L, t);
   push_element(L, ln_tensor_data(t), ln_tensor_dtype(t));
   return 1;
