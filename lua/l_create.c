@@ -2,7 +2,7 @@
 ** l_create.c -- creating tensors from Lua: lunet.tensor from nested
 ** tables, zeros/ones/empty/full/rand/randn/arange (sizes as integers or one
 ** table, then an options table {dtype=, device=, requires_grad=}), the
-** *_like variants, and the RNG's seed and state.
+** *_like variants, the RNG's seed and state, and x:uniform_/x:normal_.
 **
 ** Every new C tensor is pushed (handed to the collector) before anything
 ** that can raise, so an error never leaks one.
@@ -290,6 +290,29 @@ static int l_set_rng_state(lua_State *L) {
   return 0;
 }
 
+/* x:uniform_(from=0, to=1), x:normal_(mean=0, std=1): fill in place from
+** the generator; return x. */
+static int t_uniform_(lua_State *L) {
+  ln_tensor *t = ln_lua_check_tensor(L, 1);
+  double from = luaL_optnumber(L, 2, 0), to = luaL_optnumber(L, 3, 1);
+  ln_lua_check_status(L, ln_uniform_(t, from, to));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int t_normal_(lua_State *L) {
+  ln_tensor *t = ln_lua_check_tensor(L, 1);
+  double mean = luaL_optnumber(L, 2, 0), std = luaL_optnumber(L, 3, 1);
+  ln_lua_check_status(L, ln_normal_(t, mean, std));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+  { "uniform_", t_uniform_ }, { "normal_", t_normal_ },
+  { NULL, NULL }
+};
+
 static const luaL_Reg funcs[] = {
   { "tensor", l_tensor }, { "empty", l_empty }, { "zeros", l_zeros },
   { "ones", l_ones }, { "full", l_full }, { "rand", l_rand }, { "randn", l_randn },
@@ -304,4 +327,7 @@ static const luaL_Reg funcs[] = {
 
 void ln_lua_open_create(lua_State *L) {
   luaL_setfuncs(L, funcs, 0);
+  ln_lua_push_tensor_table(L, "methods");
+  luaL_setfuncs(L, methods, 0);
+  lua_pop(L, 1);
 }

@@ -147,6 +147,15 @@ describe("creation functions", function()
     assert.matches("float", err(lunet.randn, 3, {dtype = "int64"}))
   end)
 
+  it("uniform_ and normal_ fill in place", function()
+    local x = lunet.empty(2000, {dtype = "float64"})
+    assert.is_true(rawequal(x, x:uniform_(-2, 3)))
+    for _, v in ipairs(x:tolist()) do assert.is_true(v >= -2 and v < 3) end
+    x:normal_(5, 0.1)
+    assert.is_true(math.abs(x:mean():item() - 5) < 0.05)
+    assert.is_true(math.abs(x:std():item() - 0.1) < 0.02)
+  end)
+
   it("randperm gives a 1-based permutation", function()
     local p = lunet.randperm(10):tolist()
     table.sort(p)
