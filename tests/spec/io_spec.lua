@@ -246,6 +246,27 @@ describe("lunet.memory_stats", function()
     assert.is_true(peak < 200 * MB, ("peak %d MiB"):format(peak // MB))
   end)
 
+  it("collects garbage and retries when an allocation fails", function()
+    -- In a child process limited to 1.5 GB of address space, with the
+    -- collector stopped, 40 dropped 100 MB tensors only fit if a failed
+    -- allocation runs a full collection and retries.
+    local interp, i = arg[0], 0
+    while arg[i - 1] do i = i - 1; interp = arg[i] end
+    local script = [[
+      local lunet = require("lunet")
+      collectgarbage("stop")
+      for _ = 1, 40 do local t = lunet.empty(25 * 1024 * 1024) end
+      print("done")
+    ]]
+    local cmd = ("ulimit -v 1500000; OMP_NUM_THREADS=1 MALLOC_ARENA_MAX=2 " ..
+                 "LUA_PATH=%q LUA_CPATH=%q %q -e %q 2>&1")
+      :format(package.path, package.cpath, interp, script)
+    local p = assert(io.popen(cmd))
+    local out = p:read("a")
+    p:close()
+    assert.matches("done", out)
+  end)
+
   it("turns an impossible allocation into an error", function()
     assert.matches("memory", err(lunet.empty, 1 << 50))
     assert.equal(3, lunet.ones(3):sum():item())
