@@ -731,6 +731,20 @@ describe("errors", function()
   end)
 end)
 
+describe("the lunet table", function()
+  it("loads nn and optim lazily, as require does", function()
+    assert.is_string(lunet.version)
+    assert.equal(require("lunet.nn"), lunet.nn)
+    assert.equal(require("lunet.optim"), lunet.optim)
+    assert.is_nil(lunet.no_such_thing)
+  end)
+
+  it("describes CUDA", function()
+    assert.is_boolean(lunet.cuda.is_available())
+    assert.is_number(lunet.cuda.device_count())
+  end)
+end)
+
 describe("threads", function()
   it("can be set and read", function()
     local n = lunet.get_num_threads()
@@ -739,5 +753,16 @@ describe("threads", function()
     lunet.set_num_threads(n)
     assert.equal(n, lunet.get_num_threads())
     assert.matches("at least 1", err(lunet.set_num_threads, 0))
+  end)
+
+  it("honour LUNET_NUM_THREADS at load", function()
+    local interp, i = arg[0], 0
+    while arg[i - 1] do i = i - 1; interp = arg[i] end
+    local cmd = ("LUNET_NUM_THREADS=3 LUA_PATH=%q LUA_CPATH=%q %q -e %q")
+      :format(package.path, package.cpath, interp,
+              'io.write(require("lunet").get_num_threads())')
+    local p = assert(io.popen(cmd))
+    assert.equal("3", p:read("a"))
+    p:close()
   end)
 end)
