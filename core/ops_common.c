@@ -117,6 +117,20 @@ void ln_convert(char *dst, int64_t dst_stride, ln_dtype dt, const char *src,
       *(uint8_t *)(dst + i * dst_stride) = *(const int64_t *)(src + i * src_stride) != 0;
     return;
   }
+  /* the float pairs kernels convert all the time, without a double block */
+#define CONVERT_LOOP(DT, ST, EXPR) \
+  for (int64_t i = 0; i < n; i++) { \
+    ST x = *(const ST *)(src + i * src_stride); \
+    *(DT *)(dst + i * dst_stride) = (EXPR); \
+  } \
+  return
+  if (dt == LN_F32 && st == LN_F16) { CONVERT_LOOP(float, uint16_t, ln_half_to_float(x)); }
+  if (dt == LN_F32 && st == LN_BF16) { CONVERT_LOOP(float, uint16_t, ln_bf16_to_float(x)); }
+  if (dt == LN_F16 && st == LN_F32) { CONVERT_LOOP(uint16_t, float, ln_float_to_half(x)); }
+  if (dt == LN_BF16 && st == LN_F32) { CONVERT_LOOP(uint16_t, float, ln_float_to_bf16(x)); }
+  if (dt == LN_F32 && st == LN_F64) { CONVERT_LOOP(float, double, (float)x); }
+  if (dt == LN_F64 && st == LN_F32) { CONVERT_LOOP(double, float, (double)x); }
+#undef CONVERT_LOOP
   double v[LN_CONVERT_BLOCK];
   for (int64_t i = 0; i < n; i += LN_CONVERT_BLOCK) {
     int64_t m = n - i < LN_CONVERT_BLOCK ? n - i : LN_CONVERT_BLOCK;

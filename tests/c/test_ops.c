@@ -173,6 +173,12 @@ static void test_broadcasting(void) {
   c = ln_add(e, b);
   CHECK(c && ln_tensor_size(c, 0) == 0 && ln_tensor_size(c, 1) == 4 && ln_tensor_numel(c) == 0);
   ln_tensor_release(c);
+  c = ln_unary(LN_EXP, e);
+  CHECK(c && ln_tensor_numel(c) == 0 && ln_tensor_dim(c) == 2);
+  ln_tensor_release(c);
+  c = ln_compare(LN_EQ, e, b);
+  CHECK(c && ln_tensor_numel(c) == 0 && ln_tensor_dtype(c) == LN_BOOL);
+  ln_tensor_release(c);
   ln_tensor *tr[] = { a, b, x, y, s, e };
   for (int i = 0; i < 6; i++) ln_tensor_release(tr[i]);
 }
@@ -784,6 +790,11 @@ static void test_cat(void) {
   CHECK_MSG("Dimension out of range");
   ln_tensor *xy0 = ln_cat(xy, 2, 0);
   CHECK(xy0 && ln_tensor_size(xy0, 0) == 5);
+  ln_tensor *x0 = ln_empty((int64_t[]){ 0, 3 }, 2, LN_F32, CPU), *x0y[] = { x0, y, x0 };
+  ln_tensor *c0 = ln_cat(x0y, 3, 0);
+  CHECK(c0 && ln_tensor_size(c0, 0) == 3 && ln_tensor_size(c0, 1) == 3);
+  ln_tensor_release(x0);
+  ln_tensor_release(c0);
 
   /* channels-last inputs give a channels-last result */
   ln_tensor *p = ln_empty_format((int64_t[]){ 2, 3, 2, 2 }, 4, LN_F32, CPU, LN_CHANNELS_LAST);
