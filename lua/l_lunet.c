@@ -4,8 +4,6 @@
 ** and installs the out-of-memory handler (a full collection, then the
 ** allocator retries once).
 */
-#define _GNU_SOURCE   /* dladdr, RTLD_NODELETE */
-#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,16 +36,6 @@ static void threads_from_env(void) {
   char *end;
   long n = strtol(s, &end, 10);
   if (end != s && *end == '\0' && n >= 1) omp_set_num_threads((int)n);
-}
-
-/* Keep lunet.so (and with it libgomp and OpenBLAS) loaded until the
-** process ends. lua_close unloads C modules, but OpenMP and OpenBLAS
-** worker threads outlive the state and would run unmapped code. In the
-** lunet executable, where the bindings are linked in, this is a no-op. */
-static void pin_library(void) {
-  Dl_info info;
-  if (dladdr((void *)luaopen_lunet, &info) && info.dli_fname)
-    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
 /* ---- lunet.cuda ---- */
@@ -125,7 +113,6 @@ static const luaL_Reg funcs[] = {
 };
 
 int luaopen_lunet(lua_State *L) {
-  pin_library();
   ln_init();
   ln_lua_gc_hint_init();
   threads_from_env();
