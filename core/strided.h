@@ -158,12 +158,60 @@ static inline int ln_strided_parallel(int64_t numel) {
   return numel >= LN_PARALLEL_GRAIN && omp_get_max_threads() > 1 && !omp_in_parallel();
 }
 
-/* All elements, split in contiguous ranges of the iteration order between
-** threads when large. Every operand element is visited once, so callbacks
-** may write outputs without synchronisation if no two output elements
-** alias (stride 0 outputs need ln_strided_slice instead). */
+#define LN_STRIDED_TILE 64
+
+/* Does an operand step through memory faster along dim 1 than along dim 0
+** (a transposed or channels-last vs. contiguous pair)? Then dims 0 and 1
+** are walked in square tiles, so that both operands stay in cache. */
+static inline int ln_strided_tiled_(const ln_strided *it) {
+  if (it->ndim < 2 || it->sizes[0] < LN_STRIDED_TILE / 2 ||
+      it->sizes[1] < LN_STRIDED_TILE / 2)
+    return 0;
+  for (int op = 0; op < it->nops; op++) {
+    int64_t s0 = llabs(it->strides[0][op]), s1 = llabs(it->strides[1][op]);
+    if (s1 != 0 && s1 < s0) return 1;
+  }
+  return 0;
+}
+
+/* Tile unit u: one index of the dims above 1, one block of TILE indices
+** of dim 1, all of dim 0 (in TILE-long runs). nblk: blocks per dim 1. */
+static inline void ln_strided_run_tile_(const ln_strided *it, int64_t u, int64_t nblk,
+                                        ln_loop_fn fn, void *ctx) {
+  char *base[LN_STRIDED_MAX_OPS], *p[LN_STRIDED_MAX_OPS];
+  int64_t o = u / nblk, r0 = u % nblk * LN_STRIDED_TILE;
+  int64_t r1 = r0 + LN_STRIDED_TILE < it->sizes[1] ? r0 + LN_STRIDED_TILE : it->sizes[1];
+  for (int op = 0; op < it->nops; op++) base[op] = it->data[op];
+  for (int d = 2; d < it->ndim; d++) {
+    int64_t i = o % it->sizes[d];
+    o /= it->sizes[d];
+    for (int op = 0; op < it->nops; op++) base[op] += i * it->strides[d][op];
+  }
+  for (int64_t c = 0; c < it->sizes[0]; c += LN_STRIDED_TILE) {
+    int64_t n = it->sizes[0] - c < LN_STRIDED_TILE ? it->sizes[0] - c : LN_STRIDED_TILE;
+    for (int64_t r = r0; r < r1; r++) {
+      for (int op = 0; op < it->nops; op++)
+        p[op] = base[op] + r * it->strides[1][op] + c * it->strides[0][op];
+      fn(p, it->strides[0], n, ctx);
+    }
+  }
+}
+
+/* All elements, split between threads when large: in contiguous ranges
+** of the iteration order, or by tiles (see ln_strided_tiled_). Every
+** operand element is visited once, so callbacks may write outputs without
+** synchronisation if no two output elements alias (stride 0 outputs need
+** ln_strided_slice instead). */
 static inline void ln_strided_run(const ln_strided *it, ln_loop_fn fn, void *ctx) {
   if (it->numel == 0) return;
+  if (ln_strided_tiled_(it)) {
+    int64_t nblk = (it->sizes[1] + LN_STRIDED_TILE - 1) / LN_STRIDED_TILE;
+    int64_t units = it->numel / (it->sizes[0] * it->sizes[1]) * nblk;
+    int par = ln_strided_parallel(it->numel);
+    #pragma omp parallel for schedule(static) if (par)
+    for (int64_t u = 0; u < units; u++) ln_strided_run_tile_(it, u, nblk, fn, ctx);
+    return;
+  }
   if (!ln_strided_parallel(it->numel)) {
     ln_strided_run_range(it, 0, it->numel, fn, ctx);
     return;

@@ -348,8 +348,15 @@ static void test_channels_last_and_large(void) {
     bad += !close_to(ln_tensor_get(r, idx), want, 1e-12, 1e-12);
   } while (next_index(idx, ln_tensor_sizes(r), 2));
   CHECK(bad == 0);
-  ln_tensor *tr2[] = { big, bt, row, r };
-  for (int i = 0; i < 4; i++) ln_tensor_release(tr2[i]);
+  /* NCHW <-> NHWC conversions walk in tiles (ragged at the edges) */
+  ln_tensor *x4 = rand_tensor((int64_t[]){ 3, 40, 7, 11 }, 4, LN_F32, -1, 1);
+  ln_tensor *xcl = ln_contiguous(x4, LN_CHANNELS_LAST);
+  ln_tensor *xback = ln_contiguous(xcl, LN_CONTIGUOUS);
+  CHECK(ln_tensor_is_contiguous(xcl, LN_CHANNELS_LAST) && ln_tensor_is_contiguous(xback, LN_CONTIGUOUS));
+  expect_elementwise(xcl, x4, NULL, r_id, 0);
+  expect_elementwise(xback, x4, NULL, r_id, 0);
+  ln_tensor *tr2[] = { big, bt, row, r, x4, xcl, xback };
+  for (int i = 0; i < 7; i++) ln_tensor_release(tr2[i]);
 }
 
 static void test_inplace(void) {
