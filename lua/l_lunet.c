@@ -13,7 +13,6 @@
 #include "core/storage.h"
 #include "lua/l_common.h"
 
-#define LN_LUA_VERSION "0.1.0"   /* keep in step with project() in CMakeLists.txt */
 
 /* ---- threads ---- */
 
@@ -120,7 +119,7 @@ int luaopen_lunet(lua_State *L) {
 
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
-  lua_pushliteral(L, LN_LUA_VERSION);
+  lua_pushliteral(L, LUNET_VERSION);  /* from project() in CMakeLists.txt */
   lua_setfield(L, -2, "version");
   lua_createtable(L, 0, 2);
   lua_pushcfunction(L, cuda_is_available);
