@@ -13,7 +13,6 @@
 #include "core/storage.h"
 #include "lua/l_common.h"
 
-
 /* ---- threads ---- */
 
 static int set_num_threads(lua_State *L) {
