@@ -44,15 +44,20 @@ typedef enum red_kind { R_SUM, R_MAX, R_MIN, R_SQDEV, R_KIND_COUNT } red_kind;
     } \
   }
 
-/* acc = STEP(acc, x, m) over n elements (m: the mean, R_SQDEV only). */
+/* acc = STEP(acc, x) over n elements; a scalar accumulator is split in
+** four for instruction-level parallelism (STEP must be associative). */
 #define RED_LOOP(T, A, STEP) do { \
     if (s[0] == 0) { \
-      A acc = *(A *)d[0]; \
-      for (int64_t i = 0; i < n; i++) { \
-        T x = *(const T *)(d[1] + i * s[1]); \
-        acc = STEP(acc, x); \
+      A a0 = *(A *)d[0], a1 = a0, a2 = a0, a3 = a0; \
+      int64_t i = 0; \
+      for (; i + 4 <= n; i += 4) { \
+        a0 = STEP(a0, (A)*(const T *)(d[1] + i * s[1])); \
+        a1 = STEP(a1, (A)*(const T *)(d[1] + (i + 1) * s[1])); \
+        a2 = STEP(a2, (A)*(const T *)(d[1] + (i + 2) * s[1])); \
+        a3 = STEP(a3, (A)*(const T *)(d[1] + (i + 3) * s[1])); \
       } \
-      *(A *)d[0] = acc; \
+      for (; i < n; i++) a0 = STEP(a0, (A)*(const T *)(d[1] + i * s[1])); \
+      *(A *)d[0] = STEP(STEP(a0, a1), STEP(a2, a3)); \
     } else { \
       for (int64_t i = 0; i < n; i++) { \
         A *a = (A *)(d[0] + i * s[0]); \
