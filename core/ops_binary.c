@@ -353,7 +353,8 @@ ln_tensor *ln_compare(ln_compare_op op, ln_tensor *a, ln_tensor *b) {
     ln_error(LN_EINVAL, "invalid comparison %d", (int)op);
     return NULL;
   }
-  if (ln_common_device(ts, 2, &dev) != LN_OK || ln_cpu_only("comparison", dev) != LN_OK ||
+  static const char *const names[LN_COMPARE_COUNT] = { "eq", "ne", "lt", "le", "gt", "ge" };
+  if (ln_common_device(ts, 2, &dev) != LN_OK || ln_cpu_only(names[op], dev) != LN_OK ||
       ln_broadcast_shape(ts, 2, sizes, &nd) != LN_OK)
     return NULL;
   ln_tensor *out = ln_empty_format(sizes, nd, LN_BOOL, dev,
