@@ -2,6 +2,7 @@
 -- backward and retain_graph, no_grad, detach, and lunet.gradcheck (central
 -- finite differences in float64) through every differentiable op.
 local lunet = require("lunet")
+local err = require("tests.spec.helpers").err
 
 local F64 = {dtype = "float64"}
 
@@ -11,12 +12,6 @@ local function leaf(sizes, positive)
   local x = lunet.randn(sizes, F64)
   x = positive and (x:abs() + 0.5) or (x + x:sign() * 0.2)
   return x:detach():requires_grad_()
-end
-
-local function err(fn, ...)
-  local ok, msg = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(msg)
 end
 
 local function check(fn, ...)

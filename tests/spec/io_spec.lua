@@ -3,6 +3,7 @@
 -- truncated files, atomic saves, and lunet.memory_stats following the
 -- collector.
 local lunet = require("lunet")
+local err = require("tests.spec.helpers").err
 
 local function tmpname()
   local p = os.tmpname()
@@ -21,12 +22,6 @@ local function write_all(path, s)
   local f = assert(io.open(path, "wb"))
   f:write(s)
   f:close()
-end
-
-local function err(fn, ...)
-  local ok, msg = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(msg)
 end
 
 describe("lunet.save and lunet.load", function()

@@ -5,19 +5,13 @@ local lunet = require("lunet")
 local nn = require("lunet.nn")
 local optim = require("lunet.optim")
 
-local function f64(t) return lunet.tensor(t, { dtype = "float64" }) end
-local function f32(t) return lunet.tensor(t, { dtype = "float32" }) end
+local helpers = require("tests.spec.helpers")
+local err, f32, f64 = helpers.err, helpers.f32, helpers.f64
+
 local function filled(n, v)
   local t = {}
   for i = 1, n do t[i] = v end
   return f32(t)
-end
-
--- The message of the error raised by f(...) (fails if none is raised).
-local function error_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert(not ok, "expected an error")
-  return tostring(e)
 end
 
 local function names_of(iter)
@@ -117,7 +111,7 @@ describe("Lua-defined modules", function()
     local m = nn.Module()
     assert.are.equal("Module()", tostring(m))
     assert.matches('Module [Module] is missing the required "forward" function',
-                   error_of(m, f32({ 1 })), 1, true)
+                   err(m, f32({ 1 })), 1, true)
   end)
 
   it("assigning nil empties a slot and keeps its kind", function()
@@ -197,7 +191,7 @@ describe("train and eval", function()
     assert.is_false(net.training)
     assert.is_true(net.body.training)
     assert.is_true(net.head.training)
-    assert.matches("training expects a boolean", error_of(function() net.training = 1 end), 1, true)
+    assert.matches("training expects a boolean", err(function() net.training = 1 end), 1, true)
   end)
 
   it("setting the training field keeps the modes of shared descendants", function()
@@ -229,7 +223,7 @@ describe("nn.Sequential", function()
     assert.are.same({ "1", "2", "3" }, names_of(seq:named_children()))
     seq[2] = Affine(3)
     assert.are_not.equal(b, seq[2])
-    assert.matches("out of range", error_of(function() seq[7] = a end), 1, true)
+    assert.matches("out of range", err(function() seq[7] = a end), 1, true)
   end)
 
   it("chains the forward through each child's __call", function()
@@ -247,9 +241,9 @@ describe("nn.Sequential", function()
 
   it("rejects non-modules", function()
     assert.matches("bad argument #2 to 'Sequential' (lunet.Module expected, got number)",
-                   error_of(nn.Sequential, Affine(3), 3), 1, true)
+                   err(nn.Sequential, Affine(3), 3), 1, true)
     assert.matches("bad argument #1 to 'add' (lunet.Module expected, got string)",
-                   error_of(function() nn.Sequential():add("x") end), 1, true)
+                   err(function() nn.Sequential():add("x") end), 1, true)
   end)
 
   it("prints PyTorch's nested repr", function()
@@ -307,7 +301,7 @@ describe("hooks", function()
 
   it("rejects a hook that is not callable", function()
     assert.matches("bad argument #1 to 'register_forward_hook' (function expected, got number)",
-                   error_of(function() Affine(3):register_forward_hook(1) end), 1, true)
+                   err(function() Affine(3):register_forward_hook(1) end), 1, true)
   end)
 end)
 
@@ -330,8 +324,8 @@ describe("conversions", function()
 
   it("rejects bad targets without changing the module", function()
     local m = Affine(3)
-    assert.matches("nn.Module.to only accepts floating point dtypes", error_of(m.to, m, { dtype = "int64" }), 1, true)
-    assert.matches("unknown device or dtype 'nonsense'", error_of(m.to, m, "nonsense"), 1, true)
+    assert.matches("nn.Module.to only accepts floating point dtypes", err(m.to, m, { dtype = "int64" }), 1, true)
+    assert.matches("unknown device or dtype 'nonsense'", err(m.to, m, "nonsense"), 1, true)
     assert.are.equal("float32", m.weight.dtype)
   end)
 
@@ -358,34 +352,34 @@ describe("errors", function()
   it("reports bad arguments and leaves the module unchanged", function()
     local m = Affine(3)
     assert.matches("bad argument #1 to 'add_module' (string expected, got number)",
-                   error_of(function() m:add_module(1, Affine(3)) end), 1, true)
+                   err(function() m:add_module(1, Affine(3)) end), 1, true)
     assert.matches('module name can\'t contain ".", got: a.b',
-                   error_of(function() m:add_module("a.b", Affine(3)) end), 1, true)
+                   err(function() m:add_module("a.b", Affine(3)) end), 1, true)
     assert.matches('parameter name can\'t contain ".", got: a.b',
-                   error_of(function() m:register_parameter("a.b", f32({ 1 })) end), 1, true)
+                   err(function() m:register_parameter("a.b", f32({ 1 })) end), 1, true)
     assert.matches("attribute 'weight' already exists",
-                   error_of(function() m:register_buffer("weight", f32({ 1 })) end), 1, true)
+                   err(function() m:register_buffer("weight", f32({ 1 })) end), 1, true)
     assert.matches("bad argument #2 to 'register_parameter' (tensor expected, got number)",
-                   error_of(function() m:register_parameter("p", 3) end), 1, true)
+                   err(function() m:register_parameter("p", 3) end), 1, true)
     assert.matches("cannot assign 'number' as parameter 'weight' (lunet.Tensor or nil expected)",
-                   error_of(function() m.weight = 3 end), 1, true)
+                   err(function() m.weight = 3 end), 1, true)
     assert.matches("cannot assign 'lunet.Tensor' as child module",
-                   error_of(function()
+                   err(function()
                      local n = Net()
                      n.head = f32({ 1 })
                    end), 1, true)
     assert.matches("a module cannot be its own descendant",
-                   error_of(function() local s = nn.Sequential(m); m.loop = s end), 1, true)
-    assert.matches("module fields are named by strings", error_of(function() m[true] = 1 end), 1, true)
+                   err(function() local s = nn.Sequential(m); m.loop = s end), 1, true)
+    assert.matches("module fields are named by strings", err(function() m[true] = 1 end), 1, true)
     -- a slot changing kind: the errors come before the old slot is removed
     assert.matches("a module cannot be its own descendant",
-                   error_of(function() local s = nn.Sequential(m); m.weight = s end), 1, true)
+                   err(function() local s = nn.Sequential(m); m.weight = s end), 1, true)
     assert.matches("Cannot assign non-leaf Tensor to parameter 'weight'",
-                   error_of(function() m.weight = m.weight * 2 end), 1, true)
+                   err(function() m.weight = m.weight * 2 end), 1, true)
     local released = f32({ 1 })
     getmetatable(released).__close(released)
     assert.matches("attempt to use a released tensor",
-                   error_of(function() m.extra = released end), 1, true)
+                   err(function() m.extra = released end), 1, true)
     assert.are.same({ "running", "scratch" }, names_of(m:named_buffers()))
     -- nothing changed, and the interpreter still works
     assert.are.same({ "weight" }, names_of(m:named_parameters()))
@@ -398,7 +392,7 @@ describe("errors", function()
     local m = Affine(3)
     getmetatable(m).__close(m)
     getmetatable(m).__close(m)   -- twice is fine
-    assert.matches("attempt to use a released module", error_of(function() return m.weight end), 1, true)
+    assert.matches("attempt to use a released module", err(function() return m.weight end), 1, true)
     assert.are.equal("lunet.Module (released)", tostring(m))
   end)
 
@@ -407,9 +401,9 @@ describe("errors", function()
     function Bad:extra_repr() error("repr failed") end
     function Bad:forward() error("forward failed") end
     local seq = nn.Sequential(Bad())
-    assert.matches("repr failed", error_of(tostring, seq), 1, true)
-    assert.matches("forward failed", error_of(seq, f32({ 1 })), 1, true)
-    assert.matches("extend must be called on a class", error_of(nn.Module.extend, "Net"), 1, true)
+    assert.matches("repr failed", err(tostring, seq), 1, true)
+    assert.matches("forward failed", err(seq, f32({ 1 })), 1, true)
+    assert.matches("extend must be called on a class", err(nn.Module.extend, "Net"), 1, true)
     assert.are.equal("Sequential(\n  (1): Affine(n=3)\n)", tostring(nn.Sequential(Affine(3))))
   end)
 end)
@@ -464,12 +458,12 @@ describe("optim.SGD", function()
 
   it("rejects bad options with PyTorch's messages", function()
     local p = { nn.Parameter(f64({ 1 })) }
-    assert.matches("Invalid learning rate: -1", error_of(optim.SGD, p, { lr = -1 }), 1, true)
-    assert.matches("Invalid momentum value: -0.5", error_of(optim.SGD, p, { momentum = -0.5 }), 1, true)
+    assert.matches("Invalid learning rate: -1", err(optim.SGD, p, { lr = -1 }), 1, true)
+    assert.matches("Invalid momentum value: -0.5", err(optim.SGD, p, { momentum = -0.5 }), 1, true)
     assert.matches("Nesterov momentum requires a momentum and zero dampening",
-                   error_of(optim.SGD, p, { nesterov = true }), 1, true)
-    assert.matches("unknown option 'learning_rate'", error_of(optim.SGD, p, { learning_rate = 1 }), 1, true)
-    assert.matches("empty parameter list", error_of(optim.SGD, {}, { lr = 1 }), 1, true)
+                   err(optim.SGD, p, { nesterov = true }), 1, true)
+    assert.matches("unknown option 'learning_rate'", err(optim.SGD, p, { learning_rate = 1 }), 1, true)
+    assert.matches("empty parameter list", err(optim.SGD, {}, { lr = 1 }), 1, true)
   end)
 end)
 
@@ -480,7 +474,7 @@ describe("lunet.dist without process groups", function()
     assert.is_false(dist.is_initialized())
     local expected = dist.built_with_mpi and "process groups are not implemented yet"
                      or "lunet was built without MPI support"
-    assert.matches(expected, error_of(dist.init, { backend = "mpi" }), 1, true)
-    assert.matches("Default process group has not been initialized", error_of(dist.rank), 1, true)
+    assert.matches(expected, err(dist.init, { backend = "mpi" }), 1, true)
+    assert.matches("Default process group has not been initialized", err(dist.rank), 1, true)
   end)
 end)

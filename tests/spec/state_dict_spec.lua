@@ -4,14 +4,8 @@
 local lunet = require("lunet")
 local nn = require("lunet.nn")
 
-local function f32(t) return lunet.tensor(t, { dtype = "float32" }) end
-local function f64(t) return lunet.tensor(t, { dtype = "float64" }) end
-
-local function error_of(f, ...)
-  local ok, e = pcall(f, ...)
-  assert(not ok, "expected an error")
-  return tostring(e)
-end
+local helpers = require("tests.spec.helpers")
+local err, f32, f64 = helpers.err, helpers.f32, helpers.f64
 
 local function keys_of(sd)
   local out = {}
@@ -100,15 +94,15 @@ describe("load_state_dict", function()
 
   it("raises PyTorch's message for missing keys in strict mode", function()
     local m = Norm(3)
-    local e = error_of(m.load_state_dict, m, { weight = f32({ 1, 2, 3 }) })
+    local e = err(m.load_state_dict, m, { weight = f32({ 1, 2, 3 }) })
     assert.matches('Error(s) in loading state_dict for Norm:\n\tMissing key(s) in state_dict: "running_mean".',
                    e, 1, true)
   end)
 
   it("raises PyTorch's message for unexpected keys in strict mode", function()
     local m = Norm(1)
-    local e = error_of(m.load_state_dict, m, { weight = f32({ 1 }), running_mean = f32({ 0 }),
-                                               zz = f32({ 1 }), aa = f32({ 1 }) })
+    local e = err(m.load_state_dict, m, { weight = f32({ 1 }), running_mean = f32({ 0 }),
+                                          zz = f32({ 1 }), aa = f32({ 1 }) })
     assert.matches('Error(s) in loading state_dict for Norm:\n\tUnexpected key(s) in state_dict: "aa", "zz".',
                    e, 1, true)
   end)
@@ -118,8 +112,8 @@ describe("load_state_dict", function()
     local sd = { weight = f32({ 1, 2, 3 }), running_mean = f32({ 0, 0, 0, 0 }) }
     local expected = "size mismatch for weight: copying a param with shape {3} from checkpoint, "
                      .. "the shape in current model is {4}."
-    assert.matches(expected, error_of(m.load_state_dict, m, sd), 1, true)
-    assert.matches(expected, error_of(m.load_state_dict, m, sd, { strict = false }), 1, true)
+    assert.matches(expected, err(m.load_state_dict, m, sd), 1, true)
+    assert.matches(expected, err(m.load_state_dict, m, sd, { strict = false }), 1, true)
   end)
 
   it("copies nothing when a load fails", function()
@@ -133,11 +127,11 @@ describe("load_state_dict", function()
       for k, v in pairs(good) do v:fill_(9) end
     end)
     good["head.weight"] = f32({ 1, 2, 3 })   -- wrong size, after the good entries
-    error_of(net.load_state_dict, net, good)
+    err(net.load_state_dict, net, good)
     assert.are.same({ 1, 1, 1 }, values(net.features[1].weight))
     assert.are.same({ 0, 0, 0 }, values(net.features[2].running_mean))
     good["head.weight"] = nil
-    error_of(net.load_state_dict, net, good)   -- missing key, strict
+    err(net.load_state_dict, net, good)   -- missing key, strict
     assert.are.same({ 1, 1, 1 }, values(net.features[1].weight))
   end)
 
@@ -155,13 +149,13 @@ describe("load_state_dict", function()
   it("rejects state dicts that are not tables of tensors", function()
     local m = Norm(1)
     assert.matches("bad argument #1 to 'load_state_dict' (table expected, got number)",
-                   error_of(function() m:load_state_dict(3) end), 1, true)
+                   err(function() m:load_state_dict(3) end), 1, true)
     assert.matches("state_dict value for key 'weight' must be a tensor, got number",
-                   error_of(m.load_state_dict, m, { weight = 1 }), 1, true)
+                   err(m.load_state_dict, m, { weight = 1 }), 1, true)
     assert.matches("state_dict keys must be strings, got number",
-                   error_of(m.load_state_dict, m, { f32({ 1 }) }), 1, true)
+                   err(m.load_state_dict, m, { f32({ 1 }) }), 1, true)
     assert.matches("state_dict._metadata must be a table",
-                   error_of(m.load_state_dict, m, { _metadata = 1 }), 1, true)
+                   err(m.load_state_dict, m, { _metadata = 1 }), 1, true)
     assert.are.same({ 1 }, values(m.weight))
   end)
 end)

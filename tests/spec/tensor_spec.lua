@@ -2,6 +2,7 @@
 -- reductions, printing and errors (lua/l_tensor.c, l_create.c, l_view.c,
 -- l_ops.c, l_reduce.c). Expected values are computed by hand in Lua.
 local lunet = require("lunet")
+local err = require("tests.spec.helpers").err
 
 -- Compare nested tables of numbers with a tolerance.
 local function near(a, b, tol)
@@ -31,13 +32,6 @@ local function same(actual, expected, tol)
   if not near(actual, expected, tol) then
     error(("expected %s, got %s"):format(show(expected), show(actual)), 2)
   end
-end
-
--- The message of the error fn raises.
-local function err(fn, ...)
-  local ok, msg = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(msg)
 end
 
 describe("lunet.tensor", function()
