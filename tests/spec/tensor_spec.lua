@@ -508,20 +508,17 @@ describe("reductions", function()
   end
   local x = lunet.tensor(vals, {dtype = "float64"})
 
+  -- Fold f over dim (1: down each column, 2: along each row) from init.
   local function by_hand(dim, f, init)
+    local n_out, n_in = cols, rows
+    if dim == 2 then n_out, n_in = rows, cols end
     local out = {}
-    if dim == 1 then
-      for j = 1, cols do
-        local acc = init
-        for i = 1, rows do acc = f(acc, vals[i][j]) end
-        out[j] = acc
+    for o = 1, n_out do
+      local acc = init
+      for k = 1, n_in do
+        acc = f(acc, dim == 1 and vals[k][o] or vals[o][k])
       end
-    else
-      for i = 1, rows do
-        local acc = init
-        for j = 1, cols do acc = f(acc, vals[i][j]) end
-        out[i] = acc
-      end
+      out[o] = acc
     end
     return out
   end
