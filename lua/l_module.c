@@ -233,14 +233,32 @@ static void push_class(lua_State *L, ln_module *m, int uv) {
   lua_setfield(L, uv, "ctype");
 }
 
+/* Keep the value at obj (a child's object, or nil to forget it) in the
+** children table of the user value at uv under name. */
+static void keep_child(lua_State *L, int uv, const char *name, int obj) {
+  obj = lua_absindex(L, obj);
+  lua_getfield(L, uv, "children");
+  lua_pushvalue(L, obj);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+}
+
+/* Register child (NULL empties the slot) as m's child name and keep its
+** object, at obj, in m's user value; m's object is at 1. */
+static void register_child(lua_State *L, ln_module *m, const char *name, ln_module *child,
+                           int obj) {
+  obj = lua_absindex(L, obj);
+  ln_lua_check_status(L, ln_module_register_module(m, name, child));
+  lua_getiuservalue(L, 1, 1);
+  keep_child(L, lua_gettop(L), name, obj);
+  lua_pop(L, 1);
+}
+
 /* Push child (may be NULL) and keep its object in the user value's
 ** children table (at uv) under name. */
 static void push_child(lua_State *L, int uv, const char *name, ln_module *child) {
   ln_lua_push_module(L, child);
-  lua_getfield(L, uv, "children");
-  lua_pushvalue(L, -2);
-  lua_setfield(L, -2, name);
-  lua_pop(L, 1);
+  keep_child(L, uv, name, -1);
 }
 
 static void push_tensor_ref(lua_State *L, ln_tensor *t) {
@@ -484,8 +502,8 @@ static void assign_tensor(lua_State *L, ln_module *m, const char *k, ln_tensor *
 }
 
 /* Empty the existing slot i (keeping its kind), as PyTorch's
-** `self.weight = None`. */
-static void assign_nil(lua_State *L, ln_module *m, int uv, int i) {
+** `self.weight = None`; m's object is at 1. */
+static void assign_nil(lua_State *L, ln_module *m, int i) {
   const char *k = ln_module_slot_name(m, i);
   switch (ln_module_slot_kind(m, i)) {
     case LN_SLOT_PARAM:
@@ -496,11 +514,9 @@ static void assign_nil(lua_State *L, ln_module *m, int uv, int i) {
                                                        ln_module_slot_persistent(m, i)));
       break;
     case LN_SLOT_CHILD:
-      lua_getfield(L, uv, "children");
       lua_pushnil(L);
-      lua_setfield(L, -2, k);
+      register_child(L, m, k, NULL, -1);
       lua_pop(L, 1);
-      ln_lua_check_status(L, ln_module_register_module(m, k, NULL));
       break;
   }
 }
@@ -513,12 +529,7 @@ static int newindex_child(lua_State *L, ln_module *m) {
                       lua_tostring(L, 2), child_count(m));
   ln_module *child = opt_module(L, 3);
   if (!child && !lua_isnil(L, 3)) return assign_error(L, m, i, 3);
-  const char *k = ln_module_slot_name(m, i);
-  ln_lua_check_status(L, ln_module_register_module(m, k, child));
-  lua_getiuservalue(L, 1, 1);
-  lua_getfield(L, -1, "children");
-  lua_pushvalue(L, 3);
-  lua_setfield(L, -2, k);
+  register_child(L, m, ln_module_slot_name(m, i), child, 3);
   return 0;
 }
 
@@ -540,16 +551,14 @@ static int l_newindex(lua_State *L) {
   lua_pushnil(L);               /* 5: nil, to clear a Lua attribute */
   if (child) {
     assign_module(L, m, k, child);
-    lua_getfield(L, 4, "children");
-    lua_pushvalue(L, 3);
-    lua_setfield(L, -2, k);
+    keep_child(L, 4, k, 3);
     set_lua_attr(L, 4, 2, 5);
   } else if (t) {
     assign_tensor(L, m, k, t);
     set_lua_attr(L, 4, 2, 5);
   } else if (i >= 0) {
     if (!lua_isnil(L, 3)) return assign_error(L, m, i, 3);
-    assign_nil(L, m, 4, i);
+    assign_nil(L, m, i);
   } else if (strcmp(k, "training") == 0) {
     set_training(L, m, 3);
   } else if (ln_module_get_attr(m, k)) {
@@ -751,11 +760,7 @@ static int l_add_module(lua_State *L) {
   const char *name = check_name(L, 2);
   ln_module *child = lua_isnoneornil(L, 3) ? NULL : ln_lua_check_module(L, 3);
   lua_settop(L, 3);
-  ln_lua_check_status(L, ln_module_register_module(m, name, child));
-  lua_getiuservalue(L, 1, 1);
-  lua_getfield(L, -1, "children");
-  lua_pushvalue(L, 3);
-  lua_setfield(L, -2, name);
+  register_child(L, m, name, child, 3);
   return 0;
 }
 
@@ -816,10 +821,8 @@ static void anchor_walk(lua_State *L, int names, int objs, int n) {
       lua_pushlstring(L, name, dot ? (size_t)(dot - name) : 0);
       if (lua_rawget(L, map) == LUA_TUSERDATA) {
         lua_getiuservalue(L, -1, 1);
-        lua_getfield(L, -1, "children");
-        lua_pushvalue(L, -4);
-        lua_setfield(L, -2, dot ? dot + 1 : name);
-        lua_pop(L, 2);
+        keep_child(L, lua_gettop(L), dot ? dot + 1 : name, -3);
+        lua_pop(L, 1);
       }
       lua_pop(L, 1);
     }
