@@ -52,9 +52,28 @@ static bool slot_saved(const ln_module *m, int i, ln_slot_kind kind) {
          (ln_module_slot_tensor(m, i) || ln_module_slot_uninitialized(m, i));
 }
 
+typedef ln_status (*visit_fn)(void *ctx, ln_module *m, const char *prefix);
+
+/* Call visit on m under prefix (ending with a dot, "" at the root), then
+** on its subtree, children in registration order under "prefix.name.";
+** stops at the first failure. */
+static ln_status walk(ln_module *m, const char *prefix, visit_fn visit, void *ctx) {
+  ln_status st = visit(ctx, m, prefix);
+  for (int i = 0; i < ln_module_slot_count(m) && st == LN_OK; i++) {
+    ln_module *child = ln_module_slot_module(m, i);
+    if (!child) continue;
+    char *cp = join(prefix, ln_module_slot_name(m, i), ".");
+    st = cp ? walk(child, cp, visit, ctx) : LN_ENOMEM;
+    free(cp);
+  }
+  return st;
+}
+
 /* ---- saving ---- */
 
-static ln_status save_rec(ln_state_dict *sd, ln_module *m, const char *prefix) {
+/* Add m's version and saved tensors (detached) to the state dict ctx. */
+static ln_status save_one(void *ctx, ln_module *m, const char *prefix) {
+  ln_state_dict *sd = ctx;
   char *meta = meta_key(prefix);
   if (!meta) return LN_ENOMEM;
   ln_status st = ln_state_dict_set_version(sd, meta, type_version(m));
@@ -70,13 +89,6 @@ static ln_status save_rec(ln_state_dict *sd, ln_module *m, const char *prefix) {
       ln_tensor_release(d);
       free(key);
     }
-  for (int i = 0; i < ln_module_slot_count(m) && st == LN_OK; i++) {
-    ln_module *child = ln_module_slot_module(m, i);
-    if (!child) continue;
-    char *cp = join(prefix, ln_module_slot_name(m, i), ".");
-    st = cp ? save_rec(sd, child, cp) : LN_ENOMEM;
-    free(cp);
-  }
   return st;
 }
 
@@ -86,7 +98,7 @@ ln_state_dict *ln_module_state_dict(ln_module *m) {
     return NULL;
   }
   ln_state_dict *sd = ln_state_dict_new();
-  if (sd && save_rec(sd, m, "") != LN_OK) {
+  if (sd && walk(m, "", save_one, sd) != LN_OK) {
     ln_state_dict_free(sd);
     return NULL;
   }
@@ -203,10 +215,11 @@ static bool key_expected(const ln_module *m, const char *rest) {
   return false;
 }
 
-/* Phase 1 for m and its subtree; `prefix` ends with a dot ("" at the root).
+/* Phase 1 for m alone (walk does its subtree), ctx being the loader.
 ** Returns a non-OK status only for real failures (a hook's error, no
-** memory); key problems are collected in L. */
-static ln_status load_rec(loader *L, ln_module *m, const char *prefix) {
+** memory); key problems are collected in the loader. */
+static ln_status load_one(void *ctx, ln_module *m, const char *prefix) {
+  loader *L = ctx;
   const ln_module_type *type = ln_module_get_type(m);
   ln_status st = LN_OK;
   if (type->load_hook) {
@@ -237,13 +250,6 @@ static ln_status load_rec(loader *L, ln_module *m, const char *prefix) {
     const char *key = ln_state_dict_key(L->sd, k);
     if (strncmp(key, prefix, plen) == 0 && !key_expected(m, key + plen))
       st = str_list_push(&L->unexpected, join("", key, ""));
-  }
-  for (int i = 0; i < ln_module_slot_count(m) && st == LN_OK; i++) {
-    ln_module *child = ln_module_slot_module(m, i);
-    if (!child) continue;
-    char *cp = join(prefix, ln_module_slot_name(m, i), ".");
-    st = cp ? load_rec(L, child, cp) : LN_ENOMEM;
-    free(cp);
   }
   return st;
 }
@@ -318,7 +324,7 @@ ln_status ln_module_load_state_dict(ln_module *m, const ln_state_dict *sd, bool 
   loader L = { .sd = ln_state_dict_copy(sd) };
   if (!L.sd) return ln_last_status();
   ln_module_retain(m);
-  ln_status st = load_rec(&L, m, "");
+  ln_status st = walk(m, "", load_one, &L);
   if (st == LN_OK && (L.mismatch.n || (strict && (L.missing.n || L.unexpected.n))))
     st = load_error(m, &L, strict);
   if (st == LN_OK) st = apply_plan(&L);
