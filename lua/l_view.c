@@ -9,30 +9,28 @@
 
 /* ---- views ---- */
 
-/* x:view(2, -1) or x:view{2, -1}. */
-static int t_view(lua_State *L) {
+typedef ln_tensor *(*sized_fn)(ln_tensor *t, const int64_t *sizes, int ndim);
+
+/* x:f(2, -1) or x:f{2, -1} for f = view, reshape or expand. */
+static int sized(lua_State *L, sized_fn f) {
   ln_tensor *t = ln_lua_check_tensor(L, 1);
   int64_t sizes[LN_MAX_DIMS];
   int next;
   int nd = ln_lua_check_sizes(L, 2, sizes, &next, true);
-  ln_lua_push_tensor(L, ln_view(t, sizes, nd));
+  ln_lua_push_tensor(L, f(t, sizes, nd));
   return 1;
 }
 
-static int t_reshape(lua_State *L) {
-  ln_tensor *t = ln_lua_check_tensor(L, 1);
-  int64_t sizes[LN_MAX_DIMS];
-  int next;
-  int nd = ln_lua_check_sizes(L, 2, sizes, &next, true);
-  ln_lua_push_tensor(L, ln_reshape(t, sizes, nd));
-  return 1;
-}
-
-static int t_view_as(lua_State *L) {
+/* x:f_as(other) for f = view or expand: f to other's sizes. */
+static int sized_as(lua_State *L, sized_fn f) {
   ln_tensor *t = ln_lua_check_tensor(L, 1), *o = ln_lua_check_tensor(L, 2);
-  ln_lua_push_tensor(L, ln_view(t, ln_tensor_sizes(o), ln_tensor_dim(o)));
+  ln_lua_push_tensor(L, f(t, ln_tensor_sizes(o), ln_tensor_dim(o)));
   return 1;
 }
+
+static int t_view(lua_State *L) { return sized(L, ln_view); }
+static int t_reshape(lua_State *L) { return sized(L, ln_reshape); }
+static int t_view_as(lua_State *L) { return sized_as(L, ln_view); }
 
 /* x:permute(1, 4, 2, 3) or x:permute{1, 4, 2, 3}. */
 static int t_permute(lua_State *L) {
@@ -106,20 +104,8 @@ static int t_select(lua_State *L) {
 }
 
 /* x:expand(4, -1, 3) or x:expand{...}; -1 keeps a size. */
-static int t_expand(lua_State *L) {
-  ln_tensor *t = ln_lua_check_tensor(L, 1);
-  int64_t sizes[LN_MAX_DIMS];
-  int next;
-  int nd = ln_lua_check_sizes(L, 2, sizes, &next, true);
-  ln_lua_push_tensor(L, ln_expand(t, sizes, nd));
-  return 1;
-}
-
-static int t_expand_as(lua_State *L) {
-  ln_tensor *t = ln_lua_check_tensor(L, 1), *o = ln_lua_check_tensor(L, 2);
-  ln_lua_push_tensor(L, ln_expand(t, ln_tensor_sizes(o), ln_tensor_dim(o)));
-  return 1;
-}
+static int t_expand(lua_State *L) { return sized(L, ln_expand); }
+static int t_expand_as(lua_State *L) { return sized_as(L, ln_expand); }
 
 /* x:squeeze(dim) drops dim if its size is 1; x:squeeze() drops all such. */
 static int t_squeeze(lua_State *L) {
