@@ -1,0 +1,361 @@
+--[[
+bench_lunet.lua -- lunet's half of scripts/bench, and the report.
+
+  lunet bench_lunet.lua run --out FILE [--check DIR] [--quick]
+      Times lunet's BatchNorm cases (and a copy_ of each input's size) and
+      writes one line per sample to FILE. With --check it also writes each
+      case's inputs and lunet's outputs (train forward, backward, running
+      statistics, eval forward) to DIR as safetensors, with a manifest that
+      bench_torch.py reads: the case list lives only here.
+  lunet bench_lunet.lua report [--markdown FILE] FILE...
+      Reads the sample files of both frameworks (every round) and prints
+      the table: medians, ratio, roofline fraction, target, pass/miss.
+
+Sample files are tab-separated lines:
+  sample <case> <measure> <seconds per call>
+  meta <key> <value>
+  check <case> <what> <1|0> <max abs diff / max(1, max abs value)>  (bench_torch.py)
+The thread count comes from the environment (LUNET_NUM_THREADS), which
+scripts/bench sets for both frameworks.
+]]
+local lunet = require("lunet")
+
+-- The cases of issue 3, float32. A tensor of `shape` in memory `format`.
+local CASES = {
+  { key = "1d", label = "BatchNorm1d (256,1024)", module = "BatchNorm1d",
+    shape = { 256, 1024 }, format = "contiguous" },
+  { key = "2d", label = "BatchNorm2d (32,64,56,56) NCHW", module = "BatchNorm2d",
+    shape = { 32, 64, 56, 56 }, format = "contiguous" },
+  { key = "2d-cl", label = "BatchNorm2d (32,64,56,56) channels-last", module = "BatchNorm2d",
+    shape = { 32, 64, 56, 56 }, format = "channels_last" },
+  { key = "3d", label = "BatchNorm3d (8,32,16,28,28)", module = "BatchNorm3d",
+    shape = { 8, 32, 16, 28, 28 }, format = "contiguous" },
+}
+local OVERHEAD = { key = "overhead", label = "per-call overhead: BatchNorm1d (2,4) eval",
+  module = "BatchNorm1d", shape = { 2, 4 }, format = "contiguous" }
+
+-- What each measure must move, in units of the input's size: forward reads
+-- x and writes y; backward reads x and dy and writes dx.
+local MEASURES = {
+  { key = "train_fwd", label = "train forward", moves = 2 },
+  { key = "train_fwd_bwd", label = "train forward+backward", moves = 5 },
+  { key = "train_bwd", label = "  backward alone", moves = 3 },
+  { key = "eval_fwd", label = "eval forward", moves = 2 },
+}
+
+-- Targets (issue 3): the ratio torch/lunet, and train forward's roofline.
+local function targets(case, measure)
+  if case == "overhead" then return { ratio = 3 } end
+  local t = { ratio = 1.5 }
+  if case == "2d-cl" and (measure == "train_fwd_bwd" or measure == "train_bwd") then t.ratio = 5 end
+  if measure == "train_fwd" then t.roofline = 0.5 end
+  return t
+end
+
+-- ---- command line ----
+
+local function parse(args)
+  local o = { files = {} }
+  local i = 2
+  while i <= #args do
+    local a = args[i]
+    if a == "--quick" then o.quick = true
+    elseif a == "--out" or a == "--check" or a == "--markdown" then
+      o[a:sub(3)] = assert(args[i + 1], a .. " needs an argument")
+      i = i + 1
+    elseif a:sub(1, 2) == "--" then error("unknown option " .. a)
+    else o.files[#o.files + 1] = a end
+    i = i + 1
+  end
+  return args[1], o
+end
+
+-- ---- timing ----
+
+local function median(v)
+  local s = {}
+  for i, x in ipairs(v) do s[i] = x end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+-- Run step (which returns the seconds of the part it times) `warm` times,
+-- then collect samples until `budget` seconds have passed with at least
+-- `min` samples, or `max` samples.
+local function sample(step, p)
+  for _ = 1, p.warm do step() end
+  local out, start = {}, lunet.clock()
+  while #out < p.max and (#out < p.min or lunet.clock() - start < p.budget) do
+    out[#out + 1] = step()
+  end
+  return out
+end
+
+local function make_input(case)
+  local x = lunet.randn(table.unpack(case.shape))
+  if case.format == "channels_last" then x = x:contiguous("channels_last") end
+  return x
+end
+
+local function make_module(case, w, b)
+  local m = lunet.nn[case.module](case.shape[2])
+  lunet.no_grad(function()
+    m.weight:copy_(w)
+    m.bias:copy_(b)
+  end)
+  return m
+end
+
+-- The four measures of one case, and copy_ of the input's size.
+local function time_case(case, p, emit)
+  local c = case.shape[2]
+  local x = make_input(case)
+  local xg = x:detach():requires_grad_(true)
+  local dy = make_input(case)
+  local m = make_module(case, lunet.rand(c) + 0.5, lunet.randn(c))
+  local clock = lunet.clock
+
+  local steps = {
+    train_fwd = function()
+      local t0 = clock()
+      local y <close> = m(x)
+      return clock() - t0
+    end,
+    train_fwd_bwd = function()
+      xg.grad, m.weight.grad, m.bias.grad = nil, nil, nil
+      local t0 = clock()
+      local y <close> = m(xg)
+      y:backward(dy)
+      return clock() - t0
+    end,
+    train_bwd = function()
+      xg.grad, m.weight.grad, m.bias.grad = nil, nil, nil
+      local y <close> = m(xg)
+      local t0 = clock()
+      y:backward(dy)
+      return clock() - t0
+    end,
+    eval_fwd = function()
+      local t0 = clock()
+      local y <close> = m(x)
+      return clock() - t0
+    end,
+  }
+  for _, ms in ipairs(MEASURES) do
+    m:train(ms.key ~= "eval_fwd")
+    for _, s in ipairs(sample(steps[ms.key], p)) do emit("sample", case.key, ms.key, s) end
+  end
+  local dst = x:clone()   -- keeps x's memory format
+  local copy = function()
+    local t0 = clock()
+    dst:copy_(x)
+    return clock() - t0
+  end
+  for _, s in ipairs(sample(copy, p)) do emit("sample", case.key, "copy", s) end
+  emit("meta", "bytes:" .. case.key, x:numel() * x:element_size())
+end
+
+-- Calls of a tiny eval forward, timed in batches of `calls`.
+local function time_overhead(p, emit)
+  local m = lunet.nn[OVERHEAD.module](OVERHEAD.shape[2]):eval()
+  local x = lunet.randn(table.unpack(OVERHEAD.shape))
+  local calls = p.calls
+  local step = function()
+    local t0 = lunet.clock()
+    for _ = 1, calls do m(x) end
+    return (lunet.clock() - t0) / calls
+  end
+  local q = { warm = 1, min = p.min, max = p.max, budget = p.budget }
+  for _, s in ipairs(sample(step, q)) do emit("sample", OVERHEAD.key, "eval_fwd", s) end
+end
+
+-- Inputs and lunet's results for bench_torch.py to compare with PyTorch's.
+local function write_check(case, dir)
+  local c = case.shape[2]
+  local w, b = lunet.rand(c) + 0.5, lunet.randn(c)
+  local x, dy = make_input(case), make_input(case)
+  local m = make_module(case, w, b)
+  local xg = x:detach():requires_grad_(true)
+  local y = m(xg)
+  y:backward(dy)
+  m:eval()
+  local path = ("%s/%s.safetensors"):format(dir, case.key)
+  lunet.save(path, {
+    x = x, dy = dy, weight = w, bias = b, y = y:detach(), dx = xg.grad,
+    dweight = m.weight.grad, dbias = m.bias.grad,
+    running_mean = m.running_mean, running_var = m.running_var, y_eval = m(x),
+  })
+  return path
+end
+
+local function run(o)
+  local out = assert(io.open(assert(o.out, "run needs --out FILE"), "w"))
+  local function emit(...)
+    local t = table.pack(...)
+    for i = 1, t.n do t[i] = tostring(t[i]) end
+    out:write(table.concat(t, "\t"), "\n")
+  end
+  local p = o.quick and { warm = 1, min = 3, max = 10, budget = 0.05, calls = 200 }
+                     or { warm = 3, min = 7, max = 200, budget = 0.5, calls = 2000 }
+  lunet.manual_seed(0)
+  emit("meta", "threads", lunet.get_num_threads())
+  emit("meta", "lunet", lunet.version)
+  if o.check then
+    local manifest = assert(io.open(o.check .. "/manifest.tsv", "w"))
+    for _, case in ipairs(CASES) do
+      local path = write_check(case, o.check)
+      manifest:write(table.concat({ case.key, case.module, case.format,
+        table.concat(case.shape, ","), path }, "\t"), "\n")
+      collectgarbage()
+    end
+    manifest:write(table.concat({ OVERHEAD.key, OVERHEAD.module, OVERHEAD.format,
+      table.concat(OVERHEAD.shape, ","), "-" }, "\t"), "\n")
+    manifest:write(("params\t%d\t%d\t%d\t%s\t%d\n"):format(p.warm, p.min, p.max, p.budget, p.calls))
+    manifest:close()
+  end
+  for _, case in ipairs(CASES) do
+    time_case(case, p, emit)
+    collectgarbage()
+  end
+  time_overhead(p, emit)
+  out:close()
+end
+
+-- ---- report ----
+
+local function read_samples(files)
+  local d = { samples = {}, meta = {}, checks = {} }
+  for _, f in ipairs(files) do
+    local who = f:match("torch[^/]*$") and "torch" or "lunet"
+    for line in io.lines(f) do
+      local t = {}
+      for field in line:gmatch("[^\t]+") do t[#t + 1] = field end
+      if t[1] == "sample" then
+        local k = who .. "|" .. t[2] .. "|" .. t[3]
+        d.samples[k] = d.samples[k] or {}
+        table.insert(d.samples[k], tonumber(t[4]))
+      elseif t[1] == "meta" then
+        d.meta[who .. "|" .. t[2]] = t[3]
+      elseif t[1] == "check" then
+        d.checks[#d.checks + 1] = { case = t[2], what = t[3], ok = t[4] == "1", diff = t[5] }
+      end
+    end
+  end
+  return d
+end
+
+local function fmt_time(s, unit)
+  if s == nil then return "-" end
+  local v = unit == "us" and s * 1e6 or s * 1e3
+  return ("%.3g"):format(v)
+end
+
+local function target_text(t)
+  local parts = { ("ratio >= %gx"):format(t.ratio) }
+  if t.roofline then parts[#parts + 1] = ("roofline >= %d%%"):format(t.roofline * 100) end
+  return table.concat(parts, ", ")
+end
+
+local function report(o)
+  local d = read_samples(o.files)
+  local function med(who, case, measure) return median(d.samples[who .. "|" .. case .. "|" .. measure] or {}) end
+  local header = { "case", "lunet ms", "torch ms", "torch/lunet", "roofline", "target", "" }
+  local rows, misses = {}, 0
+  local function add(label, lt, tt, roof, t, unit)
+    local ratio = lt and tt and tt / lt
+    local ok = ratio ~= nil and ratio >= t.ratio and (t.roofline == nil or (roof or 0) >= t.roofline)
+    if not ok then misses = misses + 1 end
+    rows[#rows + 1] = { label, fmt_time(lt, unit), fmt_time(tt, unit),
+      ratio and ("%.2fx"):format(ratio) or "-",
+      roof and ("%d%%"):format(math.floor(roof * 100 + 0.5)) or "",
+      target_text(t), ok and "pass" or "MISS" }
+  end
+  local copies = {}
+  for _, case in ipairs(CASES) do
+    rows[#rows + 1] = { case.label }
+    -- The roofline's reference: the faster copy of the two frameworks.
+    local lc, tc = med("lunet", case.key, "copy"), med("torch", case.key, "copy")
+    local ref = lc and tc and math.min(lc, tc) or lc
+    local bytes = tonumber(d.meta["lunet|bytes:" .. case.key])
+    copies[#copies + 1] = { case, bytes, lc, tc }
+    for _, ms in ipairs(MEASURES) do
+      local lt, tt = med("lunet", case.key, ms.key), med("torch", case.key, ms.key)
+      local roof = lt and ref and (ms.moves / 2) * ref / lt
+      add("  " .. ms.label, lt, tt, roof, targets(case.key, ms.key))
+    end
+  end
+  add(OVERHEAD.label .. " (us/call)", med("lunet", "overhead", "eval_fwd"),
+      med("torch", "overhead", "eval_fwd"), nil, targets("overhead"), "us")
+
+  local lines = {}
+  local function out(s) lines[#lines + 1] = s end
+  local widths = {}
+  for _, r in ipairs(rows) do
+    if #r > 1 then for i, v in ipairs(r) do widths[i] = math.max(widths[i] or #header[i], #v) end end
+  end
+  local function plain(r)
+    if #r == 1 then return r[1] end
+    local cells = {}
+    for i, v in ipairs(r) do
+      cells[i] = i == 1 and v .. (" "):rep(widths[i] - #v) or (" "):rep(widths[i] - #v) .. v
+    end
+    return table.concat(cells, "  ")
+  end
+  out(plain(header))
+  for _, r in ipairs(rows) do out(plain(r)) end
+  out("")
+  out("copy_ of the input's size (the roofline reference is the faster of the two):")
+  for _, c in ipairs(copies) do
+    local case, bytes, lc, tc = table.unpack(c)
+    local function bw(t) return t and ("%.1f GB/s"):format(2 * bytes / t / 1e9) or "-" end
+    out(("  %-40s %6.1f MB  lunet %s ms (%s)  torch %s ms (%s)"):format(case.label, bytes / 1e6,
+        fmt_time(lc), bw(lc), fmt_time(tc), bw(tc)))
+  end
+  out("")
+  local bad, worst = {}, 0
+  for _, c in ipairs(d.checks) do
+    worst = math.max(worst, tonumber(c.diff) or math.huge)
+    if not c.ok then bad[#bad + 1] = ("%s %s (relative diff %s)"):format(c.case, c.what, c.diff) end
+  end
+  if #d.checks == 0 then out("outputs: NOT compared with PyTorch")
+  elseif #bad == 0 then
+    out(("outputs match PyTorch: y, dx, dweight, dbias, running stats and eval y of every case"
+         .. " (%d tensors; largest diff %.2g of the tensor's scale, limit 1e-4)")
+        :format(#d.checks, worst))
+  else out("outputs DIFFER from PyTorch: " .. table.concat(bad, "; ")) end
+  out(("threads: %s (lunet) / %s (torch); torch %s; %d target(s) missed")
+      :format(d.meta["lunet|threads"] or "?", d.meta["torch|threads"] or "?",
+              d.meta["torch|torch"] or "?", misses))
+  print(table.concat(lines, "\n"))
+
+  if o.markdown then
+    local f = assert(io.open(o.markdown, "w"))
+    local function md(r) return "| " .. table.concat(r, " | ") .. " |" end
+    f:write(md(header), "\n", md({ "---", "--:", "--:", "--:", "--:", "---", "---" }), "\n")
+    for _, r in ipairs(rows) do
+      if #r == 1 then f:write(md({ "**" .. r[1] .. "**", "", "", "", "", "", "" }), "\n")
+      else
+        local m = { table.unpack(r) }
+        m[1] = m[1]:gsub("^%s+", "")
+        if r[1]:match("^    ") then m[1] = "&nbsp;&nbsp;" .. m[1] end
+        f:write(md(m), "\n")
+      end
+    end
+    f:write("\n")
+    for i = #rows + 3, #lines do f:write(lines[i] == "" and "\n" or lines[i] .. "  \n") end
+    f:close()
+  end
+  return #bad == 0
+end
+
+local mode, o = parse(arg)
+if mode == "run" then run(o)
+elseif mode == "report" then os.exit(report(o) and 0 or 1)
+else
+  io.stderr:write("usage: lunet bench_lunet.lua run --out FILE [--check DIR] [--quick]\n",
+                  "       lunet bench_lunet.lua report [--markdown FILE] FILE...\n")
+  os.exit(2)
+end
