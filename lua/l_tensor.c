@@ -157,32 +157,24 @@ static int t_tostring(lua_State *L) {
 
 /* ---- geometry ---- */
 
-/* x:size() -> {8,3,4,4}; x:size(d) -> the size of dim d. */
-static int t_size(lua_State *L) {
+/* x:size() -> {8,3,4,4}; x:size(d) -> the size of dim d; the same for
+** x:stride() with all = ln_tensor_strides, one = ln_tensor_stride. */
+static int per_dim(lua_State *L, const int64_t *(*all)(const ln_tensor *),
+                   int64_t (*one)(const ln_tensor *, int)) {
   ln_tensor *t = ln_lua_check_tensor(L, 1);
   int nd = ln_tensor_dim(t);
   if (lua_isnoneornil(L, 2)) {
-    ln_lua_push_int64s(L, ln_tensor_sizes(t), nd);
+    ln_lua_push_int64s(L, all(t), nd);
     return 1;
   }
   if (nd == 0) return luaL_error(L, "Dimension specified as %d but tensor has no "
                                  "dimensions", (int)luaL_checkinteger(L, 2));
-  lua_pushinteger(L, ln_tensor_size(t, ln_lua_check_dim(L, 2, nd)));
+  lua_pushinteger(L, one(t, ln_lua_check_dim(L, 2, nd)));
   return 1;
 }
 
-static int t_stride(lua_State *L) {
-  ln_tensor *t = ln_lua_check_tensor(L, 1);
-  int nd = ln_tensor_dim(t);
-  if (lua_isnoneornil(L, 2)) {
-    ln_lua_push_int64s(L, ln_tensor_strides(t), nd);
-    return 1;
-  }
-  if (nd == 0) return luaL_error(L, "Dimension specified as %d but tensor has no "
-                                 "dimensions", (int)luaL_checkinteger(L, 2));
-  lua_pushinteger(L, ln_tensor_stride(t, ln_lua_check_dim(L, 2, nd)));
-  return 1;
-}
+static int t_size(lua_State *L) { return per_dim(L, ln_tensor_sizes, ln_tensor_size); }
+static int t_stride(lua_State *L) { return per_dim(L, ln_tensor_strides, ln_tensor_stride); }
 
 static int t_dim(lua_State *L) {
   lua_pushinteger(L, ln_tensor_dim(ln_lua_check_tensor(L, 1)));
