@@ -292,21 +292,16 @@ static int l_set_rng_state(lua_State *L) {
 
 /* x:uniform_(from=0, to=1), x:normal_(mean=0, std=1): fill in place from
 ** the generator; return x. */
-static int t_uniform_(lua_State *L) {
+static int fill_random(lua_State *L, ln_status (*fill)(ln_tensor *, double, double)) {
   ln_tensor *t = ln_lua_check_tensor(L, 1);
-  double from = luaL_optnumber(L, 2, 0), to = luaL_optnumber(L, 3, 1);
-  ln_lua_check_status(L, ln_uniform_(t, from, to));
+  double a = luaL_optnumber(L, 2, 0), b = luaL_optnumber(L, 3, 1);
+  ln_lua_check_status(L, fill(t, a, b));
   lua_settop(L, 1);
   return 1;
 }
 
-static int t_normal_(lua_State *L) {
-  ln_tensor *t = ln_lua_check_tensor(L, 1);
-  double mean = luaL_optnumber(L, 2, 0), std = luaL_optnumber(L, 3, 1);
-  ln_lua_check_status(L, ln_normal_(t, mean, std));
-  lua_settop(L, 1);
-  return 1;
-}
+static int t_uniform_(lua_State *L) { return fill_random(L, ln_uniform_); }
+static int t_normal_(lua_State *L) { return fill_random(L, ln_normal_); }
 
 static const luaL_Reg methods[] = {
   { "uniform_", t_uniform_ }, { "normal_", t_normal_ },
