@@ -12,25 +12,8 @@
 #include <string.h>
 
 #include "../core/autograd.h"
+#include "alloc.h"
 #include "module_impl.h"
-
-static char *dup_str(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d) memcpy(d, s, n);
-  return d;
-}
-
-/* Make room for one more element in a growing array. */
-static bool grow(void **arr, int *cap, int n, size_t elem) {
-  if (n < *cap) return true;
-  int c = *cap ? 2 * *cap : 4;
-  void *p = realloc(*arr, (size_t)c * elem);
-  if (!p) return false;
-  *arr = p;
-  *cap = c;
-  return true;
-}
 
 /* ---- life cycle ---- */
 
@@ -140,9 +123,9 @@ static ln_status put_slot(ln_module *m, const char *name, ln_slot value) {
   ln_status st = check_slot_name(m, name, value.kind, &i);
   if (st != LN_OK) return st;
   if (i < 0) {
-    if (!grow((void **)&m->slots, &m->cap_slots, m->n_slots, sizeof *m->slots))
+    if (!ln_grow((void **)&m->slots, &m->cap_slots, m->n_slots, sizeof *m->slots))
       return ln_error(LN_ENOMEM, "out of memory registering '%s'", name);
-    value.name = dup_str(name);
+    value.name = ln_dup_str(name);
     if (!value.name) return ln_error(LN_ENOMEM, "out of memory registering '%s'", name);
     i = m->n_slots++;
   } else {
@@ -319,13 +302,13 @@ ln_status ln_module_set_attr(ln_module *m, const char *name, ln_attr value) {
   }
   if (value.kind == LN_ATTR_STRING) {
     if (!value.u.s) return ln_error(LN_EINVAL, "attribute '%s': NULL string", name);
-    value.u.s = dup_str(value.u.s);
+    value.u.s = ln_dup_str(value.u.s);
     if (!value.u.s) return ln_error(LN_ENOMEM, "out of memory setting '%s'", name);
   }
   int i = find_attr(m, name);
   if (i < 0) {
-    char *n = dup_str(name);
-    if (!n || !grow((void **)&m->attrs, &m->cap_attrs, m->n_attrs, sizeof *m->attrs)) {
+    char *n = ln_dup_str(name);
+    if (!n || !ln_grow((void **)&m->attrs, &m->cap_attrs, m->n_attrs, sizeof *m->attrs)) {
       free(n);
       if (value.kind == LN_ATTR_STRING) free((char *)value.u.s);
       return ln_error(LN_ENOMEM, "out of memory setting '%s'", name);
@@ -416,7 +399,7 @@ static ln_tensor *convert(ln_tensor *t, const ln_device *dev, const ln_dtype *dt
 static ln_status plan_tensor(const char *name, ln_tensor *t, void *ud) {
   (void)name;
   to_plan *p = ud;
-  if (!grow((void **)&p->items, &p->cap, p->n, sizeof *p->items))
+  if (!ln_grow((void **)&p->items, &p->cap, p->n, sizeof *p->items))
     return ln_error(LN_ENOMEM, "out of memory converting a module");
   to_item *it = &p->items[p->n++];
   *it = (to_item){ .t = t, .grad = ln_tensor_grad(t) };

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "../core/autograd.h"
+#include "alloc.h"
 #include "module.h"
 #include "strbuf.h"
 
@@ -114,15 +115,7 @@ typedef struct str_list {
 
 /* Takes ownership of s (NULL means an allocation already failed). */
 static ln_status str_list_push(str_list *l, char *s) {
-  if (s && l->n == l->cap) {
-    int cap = l->cap ? 2 * l->cap : 8;
-    char **v = realloc(l->v, (size_t)cap * sizeof *v);
-    if (v) {
-      l->v = v;
-      l->cap = cap;
-    }
-  }
-  if (!s || l->n == l->cap) {
+  if (!s || !ln_grow((void **)&l->v, &l->cap, l->n, sizeof *l->v)) {
     free(s);
     return ln_error(LN_ENOMEM, "out of memory loading a state dict");
   }
@@ -154,15 +147,10 @@ typedef struct loader {
 
 static ln_status plan_copy(loader *L, ln_module *m, const char *name, ln_tensor *src,
                            bool materialize) {
-  if (L->n == L->cap) {
-    int cap = L->cap ? 2 * L->cap : 16;
-    load_item *v = realloc(L->items, (size_t)cap * sizeof *v);
-    if (!v) return ln_error(LN_ENOMEM, "out of memory loading a state dict");
-    L->items = v;
-    L->cap = cap;
-  }
-  char *n = join("", name, "");
-  if (!n) return LN_ENOMEM;
+  if (!ln_grow((void **)&L->items, &L->cap, L->n, sizeof *L->items))
+    return ln_error(LN_ENOMEM, "out of memory loading a state dict");
+  char *n = ln_dup_str(name);
+  if (!n) return ln_error(LN_ENOMEM, "out of memory loading a state dict");
   ln_module_retain(m);
   ln_tensor_retain(src);
   L->items[L->n++] = (load_item){ m, n, src, materialize };
@@ -249,7 +237,7 @@ static ln_status load_one(void *ctx, ln_module *m, const char *prefix) {
   for (int k = 0; k < ln_state_dict_count(L->sd) && st == LN_OK; k++) {
     const char *key = ln_state_dict_key(L->sd, k);
     if (strncmp(key, prefix, plen) == 0 && !key_expected(m, key + plen))
-      st = str_list_push(&L->unexpected, join("", key, ""));
+      st = str_list_push(&L->unexpected, ln_dup_str(key));
   }
   return st;
 }

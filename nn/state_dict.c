@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "state_dict.h"
 
 typedef struct sd_entry {
@@ -33,13 +34,6 @@ struct ln_state_dict {
   sd_version *versions;
   int nv, capv;
 };
-
-static char *dup_str(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d) memcpy(d, s, n);
-  return d;
-}
 
 static uint32_t hash_str(const char *s) {
   uint32_t h = 2166136261u;                    /* FNV-1a */
@@ -128,14 +122,9 @@ ln_status ln_state_dict_set(ln_state_dict *sd, const char *key, ln_tensor *t) {
     e->t = t;
     return LN_OK;
   }
-  if (sd->n == sd->cap) {
-    int cap = sd->cap ? 2 * sd->cap : 16;
-    sd_entry *items = realloc(sd->items, (size_t)cap * sizeof *items);
-    if (!items) return ln_error(LN_ENOMEM, "out of memory growing a state dict");
-    sd->items = items;
-    sd->cap = cap;
-  }
-  char *k = dup_str(key);
+  if (!ln_grow((void **)&sd->items, &sd->cap, sd->n, sizeof *sd->items))
+    return ln_error(LN_ENOMEM, "out of memory growing a state dict");
+  char *k = ln_dup_str(key);
   if (!k) return ln_error(LN_ENOMEM, "out of memory growing a state dict");
   if (2 * (sd->n + 1) > sd->index_cap) {
     if (reindex(sd, sd->n + 1) != LN_OK) {
@@ -193,14 +182,9 @@ ln_status ln_state_dict_set_version(ln_state_dict *sd, const char *prefix, int v
     sd->versions[k].version = version;
     return LN_OK;
   }
-  if (sd->nv == sd->capv) {
-    int cap = sd->capv ? 2 * sd->capv : 8;
-    sd_version *v = realloc(sd->versions, (size_t)cap * sizeof *v);
-    if (!v) return ln_error(LN_ENOMEM, "out of memory growing a state dict");
-    sd->versions = v;
-    sd->capv = cap;
-  }
-  char *p = dup_str(prefix);
+  if (!ln_grow((void **)&sd->versions, &sd->capv, sd->nv, sizeof *sd->versions))
+    return ln_error(LN_ENOMEM, "out of memory growing a state dict");
+  char *p = ln_dup_str(prefix);
   if (!p) return ln_error(LN_ENOMEM, "out of memory growing a state dict");
   sd->versions[sd->nv++] = (sd_version){ p, version };
   return LN_OK;
