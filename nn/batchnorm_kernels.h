@@ -1,0 +1,89 @@
+/*
+** batchnorm_kernels.h -- the BatchNorm CPU kernels and the layout plan
+** they run on. Private to nn/batchnorm_*.c.
+**
+** A (N, C, *) tensor is seen per channel as `outer` runs of `inner`
+** elements: the non-channel dims, sorted by stride and coalesced, form at
+** most two runs (the inner one first). Two layouts have kernels:
+**   plane (NCHW-like): the inner run is contiguous; element (c, j, i) is at
+**       c*s_c + j*s_outer + i;
+**   rows (channels-last-like): channels are contiguous; element (c, j, i)
+**       is at j*s_outer + i*s_inner + c, each (j, i) a row of C values.
+** Any other layout is copied to a contiguous tensor first.
+**
+** Kernels take per-channel vectors in double and compute in float for
+** float32/16/bf16 (storage types loaded as float) and in double for float64.
+** They are deterministic: work is cut into blocks by the shape alone,
+** partial results are merged in a fixed order in double, so the results do
+** not depend on the thread count. Statistics are accurate far from zero:
+** each block sums x - K and (x - K)^2 with K its first element, and blocks
+** merge by Chan's formula; elementwise passes subtract the channel's mean
+** rounded to the compute type (exact near the mean) and fold the rest of
+** the mean into the shift.
+**
+** Variants reuse them: statistics over a narrowed batch (ghost BN) are the
+** stats kernel on a narrowed view; any backward that is BatchNorm's with
+** other per-channel scalars (frozen BN, BatchRenorm's r) is grad_sums then
+** grad_input with its own coefficients.
+*/
+#ifndef LN_BATCHNORM_KERNELS_H
+#define LN_BATCHNORM_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../core/tensor.h"
+
+typedef struct ln_bn_geom {
+  int64_t C, outer, inner;  /* channels; runs per channel; elements per run */
+  bool rows;                /* channels-last kernels (else plane kernels) */
+} ln_bn_geom;
+
+/* One operand laid out for a geom: first element and strides in elements
+** (plane: inner stride 1; rows: channel stride 1). */
+typedef struct ln_bn_view {
+  void *data;
+  int64_t s_c, s_outer, s_inner;
+} ln_bn_view;
+
+/* Which dims of a tensor form the runs, so that other tensors of the same
+** shape (the output, the incoming gradient) can be laid out alike. */
+typedef struct ln_bn_plan {
+  ln_bn_geom g;
+  int ndim;
+  int n_inner, n_outer;
+  int inner_dims[LN_MAX_DIMS], outer_dims[LN_MAX_DIMS]; /* innermost first */
+  bool c_inner_to_outer;    /* plane: channel stride below the outer run's */
+} ln_bn_plan;
+
+/* ---- layout (batchnorm_layout.c) ---- */
+/* The plan for t (at least 2 dims, no empty dim); false when t's strides
+** fit neither kernel and t must be made contiguous first. */
+bool ln_bn_plan_for(const ln_tensor *t, ln_bn_plan *p);
+/* t (same shape as the planned tensor) as a view for p's kernels; false
+** when its strides do not coalesce into p's runs. */
+bool ln_bn_view_for(const ln_bn_plan *p, const ln_tensor *t, ln_bn_view *v);
+/* A new dense tensor of like's shape in `dtype`, laid out for p (the
+** planned tensor's dim order). New reference or NULL. */
+ln_tensor *ln_bn_empty(const ln_bn_plan *p, const ln_tensor *like, ln_dtype dtype);
+
+/* ---- kernels (batchnorm_cpu.c); dt is the operands' dtype ---- */
+/* Per-channel mean and biased variance of x over its outer*inner values
+** (at least one). */
+ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                          double *mean, double *var);
+/* y = (x - mean[c]) * a[c] + b[c]; y may be x itself. */
+ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                           const ln_bn_view *y, const double *mean, const double *a,
+                           const double *b);
+/* sum_dy[c] = sum of dy, sum_dyx[c] = sum of dy * (x - mean[c]). */
+ln_status ln_bn_cpu_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                              const ln_bn_view *dy, const double *mean,
+                              double *sum_dy, double *sum_dyx);
+/* dx = dy * a[c] + (x - mean[c]) * b[c] + d[c]. */
+ln_status ln_bn_cpu_grad_input(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                               const ln_bn_view *dy, const ln_bn_view *dx,
+                               const double *mean, const double *a, const double *b,
+                               const double *d);
+
+#endif
