@@ -134,6 +134,7 @@ int luaopen_lunet(lua_State *L) {
   ln_lua_open_autograd(L);
   ln_lua_open_io(L);
   ln_lua_open_module(L);
+  ln_lua_open_batchnorm(L);
   ln_lua_open_bench(L);
 
   lua_createtable(L, 0, 1);

@@ -59,6 +59,7 @@ void ln_lua_open_ops(lua_State *L);
 void ln_lua_open_autograd(lua_State *L);
 void ln_lua_open_io(lua_State *L);
 void ln_lua_open_module(lua_State *L);
+void ln_lua_open_batchnorm(lua_State *L);   /* lunet._batchnorm (l_batchnorm.c) */
 int luaopen_lunet(lua_State *L);
 
 #endif

@@ -14,6 +14,10 @@ method Net:forward. `Net(...)` creates the module and calls
 `Net.__init(self, ...)` (Torch7's convention); a subclass calls its parent's
 constructor as `Parent.__init(self, ...)`. A class may define
 `extra_repr(self)` returning the text that tostring puts in parentheses.
+
+Modules whose type is defined in C (nn.BatchNorm2d, ...) have a class too,
+found by the type's name in C.classes; calling that class runs the C
+constructor. They cannot be extended from Lua.
 ]]
 local lunet = require("lunet")
 local C = lunet._module
@@ -285,6 +289,53 @@ function Sequential:forward(x)
   end
   return x
 end
+
+-- ---- the BatchNorm family (nn/batchnorm.h, through lua/l_batchnorm.c) ----
+
+local B = lunet._batchnorm
+
+-- The class of a C module type named `name`: calling it runs `ctor` (a C
+-- function that creates the module); the module's object finds the class
+-- again through C.classes by its type's name, also after a lazy module
+-- changes type.
+local function c_class(name, parent, ctor)
+  local cls = setmetatable({ __name = name, __parent = parent },
+                           { __index = parent, __call = ctor, __tostring = class_tostring })
+  C.classes[name] = cls
+  return cls
+end
+
+--- The methods every BatchNorm module has (PyTorch's _NormBase).
+local BatchNorm = setmetatable({ __name = "_BatchNorm", __parent = Module },
+                               { __index = Module, __tostring = class_tostring })
+nn._BatchNorm = BatchNorm
+
+--- bn:reset_running_stats(): running_mean 0, running_var 1,
+-- num_batches_tracked 0 (when tracking); returns bn.
+BatchNorm.reset_running_stats = B.reset_running_stats
+--- bn:reset_parameters(): reset_running_stats(), weight 1, bias 0 (with
+-- affine); nothing for a lazy module not yet initialised; returns bn.
+BatchNorm.reset_parameters = B.reset_parameters
+
+--- nn.BatchNorm1d(C [, opts]) nn.BatchNorm2d(C [, opts]) nn.BatchNorm3d(C [, opts])
+--- nn.LazyBatchNorm1d([opts]) nn.LazyBatchNorm2d([opts]) nn.LazyBatchNorm3d([opts])
+-- opts: eps=1e-5, momentum=0.1 (false: cumulative average), affine=true,
+-- track_running_stats=true, dtype="float32", device="cpu".
+for d = 1, 3 do
+  local name = ("BatchNorm%dd"):format(d)
+  nn[name] = c_class(name, BatchNorm, B.constructor(d, false))
+  nn["Lazy" .. name] = c_class("Lazy" .. name, BatchNorm, B.constructor(d, true))
+end
+
+-- ---- nn.functional ----
+
+nn.functional = {}
+
+--- nn.functional.batch_norm(x, running_mean, running_var, weight, bias,
+--                           training=false, momentum=0.1, eps=1e-5)
+-- nil for an absent tensor; updates the running statistics in place when
+-- training with them.
+nn.functional.batch_norm = B.batch_norm
 
 lunet.nn = nn
 return nn

@@ -1,0 +1,128 @@
+/*
+** l_batchnorm.c -- the BatchNorm family from Lua: the table lunet._batchnorm
+** that lua/lunet/nn.lua turns into nn.BatchNorm1d/2d/3d,
+** nn.LazyBatchNorm1d/2d/3d and nn.functional.batch_norm.
+**   constructor(dims, lazy) -> the __call of a class: (cls, [C,] opts) -> module
+**   reset_parameters(m), reset_running_stats(m) -> m
+**   batch_norm(x, running_mean, running_var, weight, bias, training,
+**              momentum, eps) -> tensor
+**   is_batchnorm(v) -> boolean
+** Options tables are checked for unknown keys, so that a misspelt option
+** is an error rather than a silently ignored field.
+*/
+#include "lua/l_common.h"
+#include "nn/batchnorm.h"
+
+static const char *const option_fields[] = {
+  "eps", "momentum", "affine", "track_running_stats", "dtype", "device", NULL
+};
+
+/* The options table at idx (absent: defaults). momentum=false is
+** PyTorch's momentum=None (cumulative moving average). */
+static ln_batchnorm_options check_options(lua_State *L, int idx) {
+  ln_batchnorm_options o = ln_batchnorm_defaults();
+  if (lua_isnoneornil(L, idx)) return o;
+  luaL_argexpected(L, lua_istable(L, idx), idx, "options table");
+  ln_lua_check_fields(L, idx, option_fields);
+  o.eps = ln_lua_opt_number(L, idx, "eps", o.eps);
+  int t = lua_getfield(L, idx, "momentum");
+  if (t == LUA_TNUMBER) {
+    o.momentum = lua_tonumber(L, -1);
+  } else if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+    o.cumulative = true;
+  } else if (t != LUA_TNIL) {
+    luaL_argerror(L, idx, lua_pushfstring(L, "option 'momentum': number or false "
+                                          "expected, got %s", luaL_typename(L, -1)));
+  }
+  lua_pop(L, 1);
+  o.affine = ln_lua_opt_bool(L, idx, "affine", o.affine);
+  o.track_running_stats = ln_lua_opt_bool(L, idx, "track_running_stats",
+                                          o.track_running_stats);
+  o.dtype = ln_lua_opt_dtype(L, idx, o.dtype);
+  o.device = ln_lua_opt_device(L, idx, o.device);
+  return o;
+}
+
+/* The class's __call: upvalues dims and lazy. The class argument is
+** dropped first, so that argument errors count from the user's first. */
+static int l_new(lua_State *L) {
+  int dims = (int)lua_tointeger(L, lua_upvalueindex(1));
+  bool lazy = lua_toboolean(L, lua_upvalueindex(2));
+  lua_remove(L, 1);
+  int64_t c = lazy ? 0 : (int64_t)luaL_checkinteger(L, 1);
+  int opt = lazy ? 1 : 2;
+  ln_batchnorm_options o = check_options(L, opt);
+  luaL_argcheck(L, lua_gettop(L) <= opt, opt + 1, "no more arguments expected");
+  ln_module *m = lazy ? ln_lazy_batchnorm_new(dims, &o) : ln_batchnorm_new(dims, c, &o);
+  if (!m) return ln_lua_error(L);
+  ln_lua_push_module(L, m);
+  ln_module_release(m);   /* the object holds its own reference */
+  return 1;
+}
+
+/* _batchnorm.constructor(dims, lazy) -> the constructor closure. */
+static int l_constructor(lua_State *L) {
+  lua_Integer dims = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, dims >= 1 && dims <= 3, 1, "1, 2 or 3 expected");
+  lua_settop(L, 2);
+  lua_pushboolean(L, lua_toboolean(L, 2));
+  lua_replace(L, 2);
+  lua_pushcclosure(L, l_new, 2);
+  return 1;
+}
+
+static int l_reset_parameters(lua_State *L) {
+  ln_lua_check_status(L, ln_batchnorm_reset_parameters(ln_lua_check_module(L, 1)));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int l_reset_running_stats(lua_State *L) {
+  ln_lua_check_status(L, ln_batchnorm_reset_running_stats(ln_lua_check_module(L, 1)));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int l_is_batchnorm(lua_State *L) {
+  ln_module *m = ln_lua_to_module(L, 1);
+  lua_pushboolean(L, m && ln_is_batchnorm(m));
+  return 1;
+}
+
+static ln_tensor *opt_tensor(lua_State *L, int idx) {
+  return lua_isnoneornil(L, idx) ? NULL : ln_lua_check_tensor(L, idx);
+}
+
+/* nn.functional.batch_norm(x, running_mean, running_var, weight, bias,
+** training=false, momentum=0.1, eps=1e-5), nil for an absent tensor. */
+static int l_batch_norm(lua_State *L) {
+  ln_tensor *x = ln_lua_check_tensor(L, 1);
+  ln_tensor *rm = opt_tensor(L, 2), *rv = opt_tensor(L, 3);
+  ln_tensor *w = opt_tensor(L, 4), *b = opt_tensor(L, 5);
+  bool training = false;
+  if (!lua_isnoneornil(L, 6)) {
+    luaL_checktype(L, 6, LUA_TBOOLEAN);
+    training = lua_toboolean(L, 6);
+  }
+  double momentum = luaL_optnumber(L, 7, 0.1);
+  double eps = luaL_optnumber(L, 8, 1e-5);
+  luaL_argcheck(L, lua_gettop(L) <= 8, 9, "no more arguments expected");
+  ln_lua_push_tensor(L, ln_batch_norm(x, rm, rv, w, b, training, momentum, eps));
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {
+  { "constructor", l_constructor },
+  { "reset_parameters", l_reset_parameters },
+  { "reset_running_stats", l_reset_running_stats },
+  { "is_batchnorm", l_is_batchnorm },
+  { "batch_norm", l_batch_norm },
+  { NULL, NULL }
+};
+
+/* Sets lunet._batchnorm in the table on top of the stack. */
+void ln_lua_open_batchnorm(lua_State *L) {
+  lua_createtable(L, 0, 5);
+  luaL_setfuncs(L, funcs, 0);
+  lua_setfield(L, -2, "_batchnorm");
+}

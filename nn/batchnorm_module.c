@@ -1,0 +1,500 @@
+/*
+** batchnorm_module.c -- the modules BatchNorm1d/2d/3d and
+** LazyBatchNorm1d/2d/3d: PyTorch's _NormBase, _BatchNorm and _LazyNormBase
+** (seeds 000 and 004) over the functional ln_batch_norm.
+**
+** One implementation serves the three ranks: the module's private data
+** holds its number of spatial dims, which only decides the accepted input
+** ranks. The six types differ in name and in the lazy types' `becomes`.
+** Attributes are read at every forward, so that assigning bn.momentum or
+** bn.eps from a script takes effect as it does in PyTorch. momentum None
+** is the attribute kind LN_ATTR_NIL (Lua reads it as false).
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/autograd.h"
+#include "batchnorm_module_impl.h"
+#include "state_dict.h"
+
+typedef struct bn_priv {
+  int spatial_dims;   /* 1, 2 or 3 */
+  unsigned fresh;     /* lazy slots being materialized from an input (bit i: lazy_slots[i]) */
+} bn_priv;
+
+/* The per-channel slots, which the lazy types create from the input. */
+#define N_LAZY 4
+static const char *const lazy_slots[N_LAZY] = { "weight", "bias", "running_mean", "running_var" };
+static const double lazy_defaults[N_LAZY] = { 1.0, 0.0, 0.0, 1.0 };
+
+static ln_tensor *bn_forward(ln_module *m, ln_tensor *const *inputs, int n);
+
+#define BN_TYPE(NAME) { .name = NAME, .version = 2, .forward = bn_forward, \
+  .extra_repr = ln_bn_extra_repr, .load_hook = ln_bn_load_hook, .free_priv = ln_bn_free_priv }
+
+static const ln_module_type bn_types[3] = {
+  BN_TYPE("BatchNorm1d"), BN_TYPE("BatchNorm2d"), BN_TYPE("BatchNorm3d")
+};
+
+#define LAZY_TYPE(NAME, DIMS) { .name = NAME, .version = 2, .forward = bn_forward, \
+  .extra_repr = ln_bn_extra_repr, .load_hook = ln_bn_load_hook, \
+  .initialize_from_input = ln_bn_initialize_from_input, \
+  .on_materialized = ln_bn_on_materialized, .becomes = &bn_types[DIMS - 1], \
+  .free_priv = ln_bn_free_priv }
+
+static const ln_module_type lazy_types[3] = {
+  LAZY_TYPE("LazyBatchNorm1d", 1), LAZY_TYPE("LazyBatchNorm2d", 2),
+  LAZY_TYPE("LazyBatchNorm3d", 3)
+};
+
+void ln_bn_free_priv(void *priv) { free(priv); }
+
+/* Modules built by ln_bn_module_new, whatever their type. */
+static bool is_bn_like(const ln_module *m) {
+  return m && ln_module_get_type(m)->free_priv == ln_bn_free_priv;
+}
+
+static bn_priv *priv_of(ln_module *m) { return ln_module_priv(m); }
+
+ln_batchnorm_options ln_batchnorm_defaults(void) {
+  return (ln_batchnorm_options){ .eps = 1e-5, .momentum = 0.1, .cumulative = false,
+                                 .affine = true, .track_running_stats = true,
+                                 .dtype = LN_F32, .device = LN_DEVICE_CPU };
+}
+
+bool ln_is_batchnorm(const ln_module *m) {
+  const ln_module_type *t = m ? ln_module_get_type(m) : NULL;
+  for (int i = 0; i < 3; i++)
+    if (t == &bn_types[i]) return true;
+  return false;
+}
+
+/* ---- construction ---- */
+
+/* Register a new per-channel tensor filled with v, as a parameter
+** (requiring grad) or a buffer. */
+static ln_status add_filled(ln_module *m, const char *name, bool param, int64_t c,
+                            double v, const ln_batchnorm_options *o) {
+  ln_tensor *t = ln_full(&c, 1, v, o->dtype, o->device);
+  if (!t) return ln_last_status();
+  ln_status st;
+  if (param) {
+    ln_tensor_set_parameter(t, true);
+    st = ln_tensor_set_requires_grad(t, true);
+    if (st == LN_OK) st = ln_module_register_parameter(m, name, t);
+  } else {
+    st = ln_module_register_buffer(m, name, t, true);
+  }
+  ln_tensor_release(t);
+  return st;
+}
+
+/* The slots of _NormBase.__init__ (or _LazyNormBase's), in PyTorch's order. */
+static ln_status add_slots(ln_module *m, int64_t c, const ln_batchnorm_options *o,
+                           bool lazy) {
+  ln_status st = LN_OK;
+  for (int i = 0; i < N_LAZY && st == LN_OK; i++) {
+    bool param = i < 2;
+    bool present = param ? o->affine : o->track_running_stats;
+    if (!present)
+      st = param ? ln_module_register_parameter(m, lazy_slots[i], NULL)
+                 : ln_module_register_buffer(m, lazy_slots[i], NULL, true);
+    else if (lazy)
+      st = ln_module_register_uninitialized(m, lazy_slots[i],
+                                            param ? LN_SLOT_PARAM : LN_SLOT_BUFFER,
+                                            o->dtype, o->device);
+    else
+      st = add_filled(m, lazy_slots[i], param, c, lazy_defaults[i], o);
+  }
+  if (st != LN_OK) return st;
+  if (!o->track_running_stats)
+    return ln_module_register_buffer(m, "num_batches_tracked", NULL, true);
+  ln_tensor *nbt = ln_zeros(NULL, 0, LN_I64, o->device);
+  if (!nbt) return ln_last_status();
+  st = ln_module_register_buffer(m, "num_batches_tracked", nbt, true);
+  ln_tensor_release(nbt);
+  return st;
+}
+
+static ln_status add_attrs(ln_module *m, int64_t c, const ln_batchnorm_options *o) {
+  ln_attr a[5] = {
+    { .kind = LN_ATTR_INT, .u.i = c },
+    { .kind = LN_ATTR_NUMBER, .u.d = o->eps },
+    { .kind = o->cumulative ? LN_ATTR_NIL : LN_ATTR_NUMBER, .u.d = o->momentum },
+    { .kind = LN_ATTR_BOOL, .u.b = o->affine },
+    { .kind = LN_ATTR_BOOL, .u.b = o->track_running_stats },
+  };
+  static const char *const names[5] = { "num_features", "eps", "momentum", "affine",
+                                        "track_running_stats" };
+  ln_status st = LN_OK;
+  for (int i = 0; i < 5 && st == LN_OK; i++) st = ln_module_set_attr(m, names[i], a[i]);
+  return st;
+}
+
+ln_module *ln_bn_module_new(const ln_module_type *type, int spatial_dims,
+                            int64_t num_features, const ln_batchnorm_options *opts,
+                            bool lazy) {
+  ln_batchnorm_options o = opts ? *opts : ln_batchnorm_defaults();
+  if (spatial_dims < 1 || spatial_dims > 3) {
+    ln_error(LN_EINVAL, "BatchNorm: spatial_dims must be 1, 2 or 3, got %d", spatial_dims);
+    return NULL;
+  }
+  if (num_features < 0) {
+    ln_error(LN_EINVAL, "Trying to create tensor with negative dimension %lld: [%lld]",
+             (long long)num_features, (long long)num_features);
+    return NULL;
+  }
+  if ((int)o.dtype < 0 || o.dtype >= LN_DTYPE_COUNT || !ln_dtype_is_float(o.dtype)) {
+    ln_error(LN_EINVAL, "%s: dtype must be a floating point type, got %s", type->name,
+             (int)o.dtype >= 0 && o.dtype < LN_DTYPE_COUNT ? ln_dtype_name(o.dtype) : "?");
+    return NULL;
+  }
+  bn_priv *p = calloc(1, sizeof *p);
+  if (!p) {
+    ln_error(LN_ENOMEM, "out of memory creating a %s module", type->name);
+    return NULL;
+  }
+  p->spatial_dims = spatial_dims;
+  ln_module *m = ln_module_new(type, p);
+  if (!m) {
+    free(p);
+    return NULL;
+  }
+  if (add_attrs(m, num_features, &o) != LN_OK || add_slots(m, num_features, &o, lazy) != LN_OK) {
+    ln_module_release(m);
+    return NULL;
+  }
+  return m;
+}
+
+ln_module *ln_batchnorm_new(int spatial_dims, int64_t num_features,
+                            const ln_batchnorm_options *opts) {
+  int i = spatial_dims >= 1 && spatial_dims <= 3 ? spatial_dims - 1 : 0;
+  return ln_bn_module_new(&bn_types[i], spatial_dims, num_features, opts, false);
+}
+
+ln_module *ln_lazy_batchnorm_new(int spatial_dims, const ln_batchnorm_options *opts) {
+  int i = spatial_dims >= 1 && spatial_dims <= 3 ? spatial_dims - 1 : 0;
+  return ln_bn_module_new(&lazy_types[i], spatial_dims, 0, opts, true);
+}
+
+/* ---- resetting ---- */
+
+static ln_status not_bn(const ln_module *m, const char *what) {
+  return ln_error(LN_EINVAL, "%s: BatchNorm module expected, got %s", what,
+                  m ? ln_module_type_name(m) : "NULL");
+}
+
+/* Fill the non-nil tensor `name` of m with v (no autograd: callers turn
+** grad mode off). */
+static ln_status fill_slot(ln_module *m, const char *name, double v) {
+  ln_tensor *t = ln_module_get_tensor(m, name);
+  return t ? ln_fill_(t, v) : LN_OK;
+}
+
+static ln_status reset_running_stats(ln_module *m) {
+  if (!ln_module_attr_bool(m, "track_running_stats", false)) return LN_OK;
+  ln_status st = fill_slot(m, "running_mean", 0.0);
+  if (st == LN_OK) st = fill_slot(m, "running_var", 1.0);
+  if (st == LN_OK) st = fill_slot(m, "num_batches_tracked", 0.0);
+  return st;
+}
+
+ln_status ln_batchnorm_reset_running_stats(ln_module *m) {
+  if (!is_bn_like(m)) return not_bn(m, "reset_running_stats");
+  bool grad_mode = ln_set_grad_enabled(false);
+  ln_status st = reset_running_stats(m);
+  ln_set_grad_enabled(grad_mode);
+  return st;
+}
+
+/* A lazy module has nothing to reset before it materializes, as
+** _LazyNormBase.reset_parameters. */
+ln_status ln_batchnorm_reset_parameters(ln_module *m) {
+  if (!is_bn_like(m)) return not_bn(m, "reset_parameters");
+  if (ln_module_has_uninitialized(m)) return LN_OK;
+  bool grad_mode = ln_set_grad_enabled(false);
+  ln_status st = reset_running_stats(m);
+  if (st == LN_OK && ln_module_attr_bool(m, "affine", false)) {
+    st = fill_slot(m, "weight", 1.0);
+    if (st == LN_OK) st = fill_slot(m, "bias", 0.0);
+  }
+  ln_set_grad_enabled(grad_mode);
+  return st;
+}
+
+/* ---- forward ---- */
+
+/* _check_input_dim of BatchNorm1d/2d/3d, with PyTorch's messages. */
+static ln_status check_rank(ln_module *m, const ln_tensor *x) {
+  int d = ln_tensor_dim(x), s = priv_of(m)->spatial_dims;
+  if (s == 1 && d != 2 && d != 3)
+    return ln_error(LN_EINVAL, "expected 2D or 3D input (got %dD input)", d);
+  if (s > 1 && d != s + 2)
+    return ln_error(LN_EINVAL, "expected %dD input (got %dD input)", s + 2, d);
+  return LN_OK;
+}
+
+/* A lazy module with no per-channel slots (affine=false and
+** track_running_stats=false) has nothing to materialize; as PyTorch, its
+** first forward still turns it into its final type, with num_features
+** taken from the input. */
+static ln_status finish_lazy(ln_module *m, const ln_tensor *x) {
+  const ln_module_type *type = ln_module_get_type(m);
+  if (!type->becomes || ln_module_has_uninitialized(m)) return LN_OK;
+  ln_attr c = { .kind = LN_ATTR_INT, .u.i = ln_tensor_size(x, 1) };
+  ln_status st = ln_module_set_attr(m, "num_features", c);
+  if (st == LN_OK) ln_module_set_type(m, type->becomes);
+  return st;
+}
+
+/* Add delta to num_batches_tracked; *count gets the new value. */
+static ln_status count_step(ln_tensor *nbt, double delta, double *count) {
+  double v;
+  ln_status st = ln_tensor_item(nbt, &v);
+  if (st != LN_OK) return st;
+  *count = v + delta;
+  bool grad_mode = ln_set_grad_enabled(false);
+  st = ln_fill_(nbt, *count);
+  ln_set_grad_enabled(grad_mode);
+  return st;
+}
+
+ln_status ln_bn_prepare(ln_module *m, ln_tensor *x, ln_bn_call *c) {
+  *c = (ln_bn_call){ 0 };
+  if (!is_bn_like(m)) return not_bn(m, "forward");
+  if (!x) return ln_error(LN_EINVAL, "%s.forward: input tensor expected, got nil",
+                          ln_module_type_name(m));
+  ln_status st = check_rank(m, x);
+  if (st == LN_OK) st = finish_lazy(m, x);
+  if (st != LN_OK) return st;
+  const ln_attr *eps = ln_module_get_attr(m, "eps");
+  const ln_attr *momentum = ln_module_get_attr(m, "momentum");
+  if (!eps || (eps->kind != LN_ATTR_NUMBER && eps->kind != LN_ATTR_INT))
+    return ln_error(LN_EINVAL, "%s: eps must be a number", ln_module_type_name(m));
+  bool cumulative = !momentum || momentum->kind == LN_ATTR_NIL;
+  bool training = ln_module_training(m);
+  bool track = ln_module_attr_bool(m, "track_running_stats", false);
+  c->eps = ln_module_attr_number(m, "eps", 0.0);
+  c->momentum = cumulative ? 0.0 : ln_module_attr_number(m, "momentum", 0.0);
+  ln_tensor *nbt = ln_module_get_tensor(m, "num_batches_tracked");
+  if (training && track && nbt) {
+    double count;
+    st = count_step(nbt, 1.0, &count);
+    if (st != LN_OK) return st;
+    c->counted = true;
+    if (cumulative) c->momentum = 1.0 / count;
+  }
+  c->running_mean = ln_module_get_tensor(m, "running_mean");
+  c->running_var = ln_module_get_tensor(m, "running_var");
+  c->training = training || (!c->running_mean && !c->running_var);
+  if (training && !track) c->running_mean = c->running_var = NULL;
+  c->weight = ln_module_get_tensor(m, "weight");
+  c->bias = ln_module_get_tensor(m, "bias");
+  return LN_OK;
+}
+
+ln_tensor *ln_bn_finish(ln_module *m, const ln_bn_call *c, ln_tensor *out) {
+  if (!out && c->counted) {
+    /* keep the functional form's message while the counter goes back */
+    char msg[1024];
+    ln_status code = ln_last_status();
+    snprintf(msg, sizeof msg, "%s", ln_last_error());
+    double count;
+    count_step(ln_module_get_tensor(m, "num_batches_tracked"), -1.0, &count);
+    ln_error(code, "%s", msg);
+  }
+  return out;
+}
+
+static ln_tensor *bn_forward(ln_module *m, ln_tensor *const *inputs, int n) {
+  if (n != 1) {
+    ln_error(LN_EINVAL, "%s.forward expects 1 input, got %d", ln_module_type_name(m), n);
+    return NULL;
+  }
+  ln_bn_call c;
+  if (ln_bn_prepare(m, inputs[0], &c) != LN_OK) return NULL;
+  ln_tensor *out = ln_batch_norm(inputs[0], c.running_mean, c.running_var, c.weight,
+                                 c.bias, c.training, c.momentum, c.eps);
+  return ln_bn_finish(m, &c, out);
+}
+
+/* ---- printing ---- */
+
+/* Python's repr of a float: the shortest digits that read back as v, in
+** fixed notation unless the decimal point sits before the 4th leading
+** zero or beyond 16 digits ("0.001", "1e-05", "1e+16", "100.0"). */
+static void float_repr(double v, char *buf, size_t size) {
+  if (isnan(v) || isinf(v)) {
+    snprintf(buf, size, "%s", isnan(v) ? "nan" : v < 0 ? "-inf" : "inf");
+    return;
+  }
+  char e[40];
+  for (int p = 0; p < 17; p++) {
+    snprintf(e, sizeof e, "%.*e", p, v);
+    if (strtod(e, NULL) == v) break;
+  }
+  /* e is [-]d[.ddd]e(+|-)XX: split it into sign, digits and exponent */
+  const char *s = e + (e[0] == '-');
+  char digits[24];
+  int nd = 0;
+  for (; *s != 'e'; s++)
+    if (*s != '.') digits[nd++] = *s;
+  int decpt = atoi(s + 1) + 1;   /* v = 0.digits * 10^decpt */
+  char out[48];
+  int k = 0;
+  if (e[0] == '-') out[k++] = '-';
+  if (decpt <= -4 || decpt > 16) {
+    out[k++] = digits[0];
+    if (nd > 1) out[k++] = '.';
+    for (int i = 1; i < nd; i++) out[k++] = digits[i];
+    snprintf(out + k, sizeof out - (size_t)k, "e%c%02d", decpt - 1 < 0 ? '-' : '+',
+             abs(decpt - 1));
+  } else {
+    if (decpt <= 0) {
+      out[k++] = '0';
+      out[k++] = '.';
+      for (int i = decpt; i < 0; i++) out[k++] = '0';
+    }
+    for (int i = 0; i < nd || i < decpt; i++) {
+      out[k++] = i < nd ? digits[i] : '0';
+      if (i + 1 == decpt) out[k++] = '.';
+    }
+    if (decpt >= nd) out[k++] = '0';
+    out[k] = '\0';
+  }
+  snprintf(buf, size, "%s", out);
+}
+
+/* An attribute as Lua shows it: None is false, floats as Python prints them. */
+static void attr_text(const ln_attr *a, char *buf, size_t size) {
+  if (!a || a->kind == LN_ATTR_NIL) snprintf(buf, size, "false");
+  else if (a->kind == LN_ATTR_BOOL) snprintf(buf, size, "%s", a->u.b ? "true" : "false");
+  else if (a->kind == LN_ATTR_INT) snprintf(buf, size, "%lld", (long long)a->u.i);
+  else if (a->kind == LN_ATTR_NUMBER) float_repr(a->u.d, buf, size);
+  else snprintf(buf, size, "%s", a->u.s);
+}
+
+/* "64, eps=1e-05, momentum=0.1, affine=true, track_running_stats=true" */
+void ln_bn_extra_repr(ln_module *m, char *buf, size_t size) {
+  static const char *const names[5] = { "num_features", "eps", "momentum", "affine",
+                                        "track_running_stats" };
+  size_t k = 0;
+  for (int i = 0; i < 5 && k < size; i++) {
+    char v[64];
+    attr_text(ln_module_get_attr(m, names[i]), v, sizeof v);
+    int w = i ? snprintf(buf + k, size - k, ", %s=%s", names[i], v)
+              : snprintf(buf + k, size - k, "%s", v);
+    if (w < 0) break;
+    k += (size_t)w;
+  }
+}
+
+/* ---- state dicts and lazy initialisation ---- */
+
+static char *key_of(const char *prefix, const char *name) {
+  size_t n = strlen(prefix) + strlen(name) + 1;
+  char *k = malloc(n);
+  if (k) snprintf(k, n, "%s%s", prefix, name);
+  return k;
+}
+
+/* The per-channel size of the materialized lazy slots; -1 when none is. */
+static int64_t materialized_channels(ln_module *m) {
+  for (int i = 0; i < N_LAZY; i++) {
+    ln_tensor *t = ln_module_get_tensor(m, lazy_slots[i]);
+    if (t && ln_tensor_dim(t) == 1) return ln_tensor_size(t, 0);
+  }
+  return -1;
+}
+
+/* Before a lazy module takes shapes from a state dict: every per-channel
+** value must be 1-D with the same length, so that a bad checkpoint fails
+** the load before anything changes. */
+static ln_status check_lazy_values(ln_module *m, ln_state_dict *sd, const char *prefix) {
+  int64_t c = materialized_channels(m);
+  for (int i = 0; i < N_LAZY; i++) {
+    char *key = key_of(prefix, lazy_slots[i]);
+    if (!key) return ln_error(LN_ENOMEM, "out of memory loading a state dict");
+    ln_tensor *t = ln_state_dict_get(sd, key);
+    ln_status st = LN_OK;
+    if (t && ln_tensor_dim(t) != 1)
+      st = ln_error(LN_EINVAL, "size mismatch for %s: %s needs a 1-D tensor, got %d dims",
+                    key, ln_module_type_name(m), ln_tensor_dim(t));
+    else if (t && c >= 0 && ln_tensor_size(t, 0) != c)
+      st = ln_error(LN_EINVAL, "size mismatch for %s: %lld elements, but the other "
+                    "per-channel values of %s have %lld", key,
+                    (long long)ln_tensor_size(t, 0), ln_module_type_name(m), (long long)c);
+    else if (t)
+      c = ln_tensor_size(t, 0);
+    free(key);
+    if (st != LN_OK) return st;
+  }
+  return LN_OK;
+}
+
+/* _NormBase._load_from_state_dict: a state dict from before version 2
+** (or without a version) has no num_batches_tracked; give it the module's
+** counter (the copy is then a no-op) or a 0 scalar. */
+ln_status ln_bn_load_hook(ln_module *m, ln_state_dict *sd, const char *prefix,
+                          int version) {
+  if (ln_module_has_uninitialized(m)) {
+    ln_status st = check_lazy_values(m, sd, prefix);
+    if (st != LN_OK) return st;
+  }
+  if (version >= 2 || !ln_module_attr_bool(m, "track_running_stats", false)) return LN_OK;
+  char *key = key_of(prefix, "num_batches_tracked");
+  if (!key) return ln_error(LN_ENOMEM, "out of memory loading a state dict");
+  ln_status st = LN_OK;
+  if (!ln_state_dict_get(sd, key)) {
+    ln_tensor *nbt = ln_module_get_tensor(m, "num_batches_tracked");
+    ln_tensor *zero = nbt ? NULL : ln_zeros(NULL, 0, LN_I64, LN_DEVICE_CPU);
+    st = nbt || zero ? ln_state_dict_set(sd, key, nbt ? nbt : zero) : ln_last_status();
+    ln_tensor_release(zero);
+  }
+  free(key);
+  return st;
+}
+
+/* _LazyNormBase.initialize_parameters: num_features is the input's
+** size(1) (0-based dim 1). The input's rank is checked first, so that a
+** wrong input leaves the module lazy. Slots a partial load filled already
+** keep their values but must agree with the input. */
+ln_status ln_bn_initialize_from_input(ln_module *m, ln_tensor *const *inputs, int n) {
+  if (n < 1 || !inputs[0])
+    return ln_error(LN_EINVAL, "%s.forward: input tensor expected", ln_module_type_name(m));
+  ln_status st = check_rank(m, inputs[0]);
+  if (st != LN_OK) return st;
+  int64_t c = ln_tensor_size(inputs[0], 1);
+  bn_priv *p = priv_of(m);
+  p->fresh = 0;
+  for (int i = 0; i < N_LAZY; i++) {
+    int s = ln_module_find_slot(m, lazy_slots[i]);
+    if (s < 0) continue;
+    ln_tensor *t = ln_module_slot_tensor(m, s);
+    if (t && ln_tensor_numel(t) != c)
+      return ln_error(LN_EINVAL, "%s should contain %lld elements not %lld", lazy_slots[i],
+                      (long long)c, (long long)ln_tensor_numel(t));
+    if (ln_module_slot_uninitialized(m, s)) p->fresh |= 1u << i;
+  }
+  for (int i = 0; i < N_LAZY && st == LN_OK; i++)
+    if (p->fresh & (1u << i)) st = ln_module_materialize(m, lazy_slots[i], &c, 1);
+  p->fresh = 0;
+  return st;
+}
+
+/* The last lazy slot was filled. From an input: initialise what was just
+** created (the `fresh` slots). From a state dict: initialise them all;
+** the loaded values are copied over them right after. num_features
+** follows from the shapes. */
+ln_status ln_bn_on_materialized(ln_module *m) {
+  int64_t c = materialized_channels(m);
+  ln_attr a = { .kind = LN_ATTR_INT, .u.i = c < 0 ? 0 : c };
+  ln_status st = ln_module_set_attr(m, "num_features", a);
+  unsigned fresh = priv_of(m)->fresh ? priv_of(m)->fresh : (1u << N_LAZY) - 1;
+  for (int i = 0; i < N_LAZY && st == LN_OK; i++)
+    if (fresh & (1u << i)) st = fill_slot(m, lazy_slots[i], lazy_defaults[i]);
+  return st;
+}

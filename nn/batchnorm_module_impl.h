@@ -1,0 +1,53 @@
+/*
+** batchnorm_module_impl.h -- the parts of the BatchNorm modules that modules
+** built like them share (for nn/ files only; users go through batchnorm.h).
+** A variant (a fused or renormalizing BatchNorm) is a module type of its
+** own whose module is built by ln_bn_module_new, so that it has the same
+** slots, attributes, printing, state-dict keys and version-1 migration as
+** BatchNorm1d/2d/3d, and whose forward calls ln_bn_prepare, its own
+** functional form, then ln_bn_finish.
+*/
+#ifndef LN_BATCHNORM_MODULE_IMPL_H
+#define LN_BATCHNORM_MODULE_IMPL_H
+
+#include "batchnorm.h"
+
+/* A module of `type` with PyTorch's _NormBase slots, in its order: weight,
+** bias (parameters, nil without affine), running_mean, running_var,
+** num_batches_tracked (buffers, nil without track_running_stats), and the
+** attributes num_features, eps, momentum, affine, track_running_stats.
+** With `lazy` the four per-channel slots are uninitialized and
+** num_features is 0. `spatial_dims` (1, 2 or 3) fixes the accepted input
+** ranks. New reference or NULL. */
+ln_module *ln_bn_module_new(const ln_module_type *type, int spatial_dims,
+                            int64_t num_features, const ln_batchnorm_options *opts,
+                            bool lazy);
+
+/* What _BatchNorm.forward hands to F.batch_norm: borrowed tensors (NULL
+** for None), the mode and the factor. `counted` records that the counter
+** was advanced, so that ln_bn_finish can take it back. */
+typedef struct ln_bn_call {
+  ln_tensor *running_mean, *running_var, *weight, *bias;
+  bool training;           /* bn_training: normalize with batch statistics */
+  double momentum;         /* exponential_average_factor */
+  double eps;
+  bool counted;
+} ln_bn_call;
+
+/* Check x's rank for the module ("expected 4D input (got 3D input)"), then
+** run _BatchNorm.forward's logic up to the F.batch_norm call: count the
+** training step and pick the factor and the statistics. */
+ln_status ln_bn_prepare(ln_module *m, ln_tensor *x, ln_bn_call *call);
+/* After the functional call: when it failed (out == NULL) put the counter
+** back, so that a failed forward leaves the module as it was. Returns out. */
+ln_tensor *ln_bn_finish(ln_module *m, const ln_bn_call *call, ln_tensor *out);
+
+/* The type functions every BatchNorm-like type uses. */
+void ln_bn_extra_repr(ln_module *m, char *buf, size_t size);
+ln_status ln_bn_load_hook(ln_module *m, ln_state_dict *sd, const char *prefix,
+                          int version);
+ln_status ln_bn_initialize_from_input(ln_module *m, ln_tensor *const *inputs, int n);
+ln_status ln_bn_on_materialized(ln_module *m);
+void ln_bn_free_priv(void *priv);
+
+#endif
