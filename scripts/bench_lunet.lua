@@ -199,7 +199,7 @@ local function run(o)
     out:write(table.concat(t, "\t"), "\n")
   end
   local p = o.quick and { warm = 1, min = 3, max = 10, budget = 0.05, calls = 200 }
-                     or { warm = 3, min = 7, max = 200, budget = 0.5, calls = 2000 }
+                     or { warm = 2, min = 5, max = 100, budget = 0.25, calls = 2000 }
   lunet.manual_seed(0)
   emit("meta", "threads", lunet.get_num_threads())
   emit("meta", "lunet", lunet.version)
