@@ -52,3 +52,31 @@ macro(lunet_find_mpi)
   endif()
   lunet_resolve(MPI ${_found} "${_why}")
 endmacro()
+
+# NCCL (the engine for CUDA tensors in lunet.dist) comes with the CUDA
+# toolkit here; NCCL_HOME points elsewhere. 2.13 is the oldest with
+# ncclGetLastError (ncclAvg and bfloat16 came in 2.10).
+macro(lunet_find_nccl)
+  set(_found OFF)
+  set(_why "no CUDA backend")
+  if(NOT LUNET_NCCL STREQUAL "OFF" AND LUNET_HAVE_CUDA)
+    set(_why "no nccl.h and libnccl found")
+    find_path(NCCL_INCLUDE_DIR nccl.h
+              HINTS $ENV{NCCL_HOME}/include ${CUDAToolkit_INCLUDE_DIRS})
+    find_library(NCCL_LIBRARY nccl
+                 HINTS $ENV{NCCL_HOME}/lib $ENV{NCCL_HOME}/lib64 ${CUDAToolkit_LIBRARY_DIR})
+    if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+      file(STRINGS ${NCCL_INCLUDE_DIR}/nccl.h _nccl_defs
+           REGEX "^#define NCCL_(MAJOR|MINOR|PATCH) +[0-9]+")
+      string(REGEX REPLACE ".*NCCL_MAJOR +([0-9]+).*NCCL_MINOR +([0-9]+).*NCCL_PATCH +([0-9]+).*"
+             "\\1.\\2.\\3" _nccl_version "${_nccl_defs}")
+      if(_nccl_version VERSION_LESS 2.13)
+        set(_why "NCCL ${_nccl_version} is older than 2.13")
+      else()
+        set(_found ON)
+        set(_why "NCCL ${_nccl_version}")
+      endif()
+    endif()
+  endif()
+  lunet_resolve(NCCL ${_found} "${_why}")
+endmacro()

@@ -12,6 +12,7 @@
 #include "core/device.h"
 #include "core/storage.h"
 #include "lua/l_common.h"
+#include "lua/l_dist.h"
 
 /* ---- threads ---- */
 
@@ -136,6 +137,7 @@ int luaopen_lunet(lua_State *L) {
   ln_lua_open_module(L);
   ln_lua_open_batchnorm(L);
   ln_lua_open_bench(L);
+  ln_lua_open_dist(L);
 
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, lazy_index);

@@ -1,39 +1,32 @@
 --[[
-lunet.dist -- distributed training (process groups, collectives).
+lunet.dist -- process groups and collectives, as torch.distributed.
 
-Process groups come with a later issue (issue 5). Until then this module
-says so clearly: is_available() and is_initialized() are false, and init()
-fails with "lunet was built without MPI support" in a build without MPI,
-or with a "not implemented yet" message otherwise. Every other function
-fails as PyTorch's do before init.
+Launch with mpirun (docs/DISTRIBUTED.md); ranks are 0-based, as in MPI.
+
+  dist.init{backend="mpi"}          -- or "nccl" for CUDA tensors; default "mpi"
+  dist.rank([g]) dist.world_size([g]) dist.local_rank() dist.backend()
+  dist.is_available() dist.is_nccl_available() dist.is_initialized()
+  local g = dist.new_group({0, 1})  -- every rank calls it; nil: all ranks
+  g:rank() g:size() g:ranks() g:is_member()   -- rank/size -1 outside g
+  dist.get_global_rank(g, r) dist.get_group_rank(g, r)
+  dist.all_reduce(t, {op="sum"|"avg"|"max"|"min", group=g})  -- in place, returns t
+  dist.all_reduce_coalesced({t1, t2, ...}, {op=, group=, bucket_cap_mb=25})
+                                    -- few collectives; returns how many
+  dist.all_gather(list, t, {group=g})  -- fills list (one tensor per group rank)
+  dist.all_gather(nil, t, {group=g})   -- returns a new list
+  dist.broadcast(t, src, {group=g})    -- src is a global rank, returns t
+  dist.barrier({group=g})
+  dist.check_same(n, "what", {group=g})  -- fails on every rank if n differs
+  dist.stats() -> {all_reduce=, all_gather=, broadcast=, barrier=, check=,
+                   total=, bytes=}      dist.reset_stats()
+  dist.finalize()                   -- every rank, at the end
+
+Every function is the C binding itself (lua/l_dist.c), so errors point at
+the caller's line.
 ]]
 local lunet = require("lunet")
 
 local dist = {}
-
---- Whether lunet was compiled with MPI (the build's LUNET_MPI option).
-dist.built_with_mpi = lunet._module.has_mpi
-
-function dist.is_available() return false end
-function dist.is_initialized() return false end
-
---- dist.init{backend="mpi"|"nccl", ...}
-function dist.init(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(("bad argument #1 to 'init' (options table expected, got %s)"):format(type(opts)), 2)
-  end
-  if not dist.built_with_mpi then error("lunet was built without MPI support", 2) end
-  error("lunet.dist: process groups are not implemented yet (issue 5)", 2)
-end
-
-local function not_initialized()
-  error("Default process group has not been initialized, please make sure to call "
-        .. "dist.init.", 2)
-end
-
-for _, name in ipairs{ "rank", "world_size", "new_group", "all_reduce", "all_gather",
-                       "broadcast", "barrier", "finalize" } do
-  dist[name] = not_initialized
-end
+for name, fn in pairs(lunet._dist) do dist[name] = fn end
 
 return dist

@@ -466,15 +466,3 @@ describe("optim.SGD", function()
     assert.matches("empty parameter list", err(optim.SGD, {}, { lr = 1 }), 1, true)
   end)
 end)
-
-describe("lunet.dist without process groups", function()
-  it("says what is missing", function()
-    local dist = require("lunet.dist")
-    assert.is_false(dist.is_available())
-    assert.is_false(dist.is_initialized())
-    local expected = dist.built_with_mpi and "process groups are not implemented yet"
-                     or "lunet was built without MPI support"
-    assert.matches(expected, err(dist.init, { backend = "mpi" }), 1, true)
-    assert.matches("Default process group has not been initialized", err(dist.rank), 1, true)
-  end)
-end)
