@@ -1,25 +1,21 @@
 /*
-** dist.c -- process groups and collectives (dist.h): the default group,
-** the registry of groups, the checks made before anything is sent, the
-** staging of tensors into the buffers an engine takes, and the statistics.
+** dist.c -- the process and its groups (dist.h): init and finalize, the
+** default group, the registry of groups, group membership and rank
+** translation, the checks every collective starts with, and statistics.
+** The collectives are in dist_collective.c; the bytes move in an engine
+** (dist_engine.h).
 **
-** The bytes move in an engine (dist_engine.h). CUDA tensors go to the
-** device engine when ln_dist_init("nccl") set one; everything else goes to
-** the host engine (MPI), staged through host memory. Every group made is
-** kept (retained) in a registry until ln_dist_finalize frees the engines'
-** states in creation order, so that no engine state is ever freed by a
-** garbage collector at a moment that differs between ranks.
-** Not thread-safe: collectives are issued from one thread, as MPI is
-** started with MPI_THREAD_FUNNELED.
+** Every group made is kept (retained) in a registry until
+** ln_dist_finalize frees the engines' states in creation order, so that no
+** engine state is ever freed by a garbage collector at a moment that
+** differs between ranks. Not thread-safe: collectives are issued from one
+** thread, as MPI is started with MPI_THREAD_FUNNELED.
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "dist.h"
-#include "dist_engine.h"
-#include "ops_impl.h"
-#include "tensor_impl.h"
+#include "dist_impl.h"
 
 /* The engines of this build: the one place that knows which exist. */
 #ifdef LN_HAVE_MPI
@@ -32,17 +28,6 @@ static const ln_dist_engine *const nccl_engine = &ln_dist_nccl_engine;
 #else
 static const ln_dist_engine *const nccl_engine = NULL;
 #endif
-
-enum { HOST, DEVICE, SLOTS };   /* an engine's slot in a group */
-
-struct ln_dist_group {
-  int refcount;
-  int size, rank;               /* rank: -1 outside the group */
-  int *ranks;                   /* sorted global ranks */
-  void *state[SLOTS];           /* DEVICE is made on first use */
-  bool destroyed;               /* by ln_dist_finalize */
-  ln_dist_group *next;          /* the registry, in creation order */
-};
 
 static struct {
   bool initialized, finalized;
@@ -84,14 +69,12 @@ const char *ln_dist_kind_name(ln_dist_kind k) {
   return (unsigned)k < LN_DIST_KIND_COUNT ? kind_names[k] : "?";
 }
 
-/* "{0, 1, 2}" into buf (at least 16 bytes) for messages; a list too long
-** for buf ends in ", ...}". */
-static const char *ranks_str(const int *ranks, int n, char *buf, size_t size) {
+const char *ln_dist_ranks_str(const ln_dist_group *g, char *buf, size_t size) {
   size_t len = 1;
   buf[0] = '{';
-  for (int i = 0; i < n; i++) {   /* keeps room for ", ...}" after each */
+  for (int i = 0; i < g->size; i++) {   /* keeps room for ", ...}" after each */
     char item[24];
-    size_t m = (size_t)snprintf(item, sizeof item, "%s%d", i ? ", " : "", ranks[i]);
+    size_t m = (size_t)snprintf(item, sizeof item, "%s%d", i ? ", " : "", g->ranks[i]);
     if (len + m + 7 > size) {
       memcpy(buf + len, ", ...", 5);
       len += 5;
@@ -159,7 +142,7 @@ static ln_dist_group *group_alloc(const int *ranks, int n) {
 /* Make g's host state (a collective over the world) and keep g in the
 ** registry (one more reference) until ln_dist_finalize. */
 static ln_status group_register(ln_dist_group *g) {
-  ln_status st = host_engine->group_new(g, LN_DEVICE_CPU, &g->state[HOST]);
+  ln_status st = host_engine->group_new(g, LN_DEVICE_CPU, &g->state[LN_DIST_HOST]);
   if (st != LN_OK) return st;
   g->refcount++;
   if (D.last) D.last->next = g;
@@ -174,9 +157,9 @@ static void destroy_groups(void) {
   ln_dist_group *next;
   for (ln_dist_group *g = D.first; g; g = next) {
     next = g->next;
-    if (g->state[DEVICE]) D.device->group_free(g->state[DEVICE]);
-    if (g->state[HOST]) host_engine->group_free(g->state[HOST]);
-    g->state[DEVICE] = g->state[HOST] = NULL;
+    if (g->state[LN_DIST_DEVICE]) D.device->group_free(g->state[LN_DIST_DEVICE]);
+    if (g->state[LN_DIST_HOST]) host_engine->group_free(g->state[LN_DIST_HOST]);
+    g->state[LN_DIST_DEVICE] = g->state[LN_DIST_HOST] = NULL;
     g->destroyed = true;
     g->next = NULL;
     ln_dist_group_release(g);
@@ -296,11 +279,9 @@ int ln_dist_group_rank_of(const ln_dist_group *g, int global_rank) {
   return p ? (int)(p - g->ranks) : -1;
 }
 
-/* ---- what every collective does first ---- */
+/* ---- what every collective starts with ---- */
 
-/* The group a collective runs on (NULL: the world), checked locally:
-** initialized, not destroyed, and this process one of its members. */
-static ln_status enter(ln_dist_group **g, const char *fn) {
+ln_status ln_dist_enter(ln_dist_group **g, const char *fn) {
   if (*g && (*g)->destroyed)
     return ln_error(LN_ERUNTIME, "%s: the process group was destroyed by dist.finalize()", fn);
   if (!D.initialized) return not_initialized();
@@ -309,291 +290,22 @@ static ln_status enter(ln_dist_group **g, const char *fn) {
     char buf[128];
     return ln_error(LN_EINVAL, "%s: this process (rank %d) is not a member of the process "
                     "group (ranks %s)", fn, D.env.rank,
-                    ranks_str((*g)->ranks, (*g)->size, buf, sizeof buf));
+                    ln_dist_ranks_str(*g, buf, sizeof buf));
   }
   return LN_OK;
 }
 
-/* The engine that carries tensors on dev. */
-static const ln_dist_engine *engine_of(ln_device dev) {
+const ln_dist_engine *ln_dist_engine_of(ln_device dev) {
   return D.device && dev.type == D.device->device ? D.device : host_engine;
 }
 
-/* The engine for tensors on dev and its state in g; a device engine's
-** state is made here on first use (a collective over g's members). */
-static ln_status engine_for(ln_dist_group *g, ln_device dev, const ln_dist_engine **e,
-                            void **state) {
-  *e = engine_of(dev);
-  int slot = *e == host_engine ? HOST : DEVICE;
-  if (g->state[slot] == NULL) {
-    ln_status st = (*e)->group_new(g, dev, &g->state[slot]);
-    if (st != LN_OK) return st;
-  }
-  *state = g->state[slot];
-  return LN_OK;
-}
+/* ---- statistics ---- */
 
-/* Tensors a collective writes into must have one element per location and
-** a dtype it can carry. */
-static ln_status check_tensor(const ln_tensor *t, const char *fn) {
-  if (t == NULL) return ln_error(LN_EINVAL, "%s: expected a tensor, got NULL", fn);
-  return ln_check_no_internal_overlap(t);
-}
-
-static int64_t nbytes(const ln_tensor *t) {
-  return ln_tensor_numel(t) * (int64_t)ln_dtype_size(t->dtype);
-}
-
-static void count(ln_dist_kind k, int64_t bytes) {
+void ln_dist_count(ln_dist_kind k, int64_t bytes) {
   D.stats.count[k]++;
   D.stats.total++;
   D.stats.bytes += bytes;
 }
-
-/* ---- staging: tensors <-> the flat buffers engines take ---- */
-
-/* The contiguous view of `like`'s shape at element `offset` of flat. */
-static ln_tensor *piece(ln_tensor *flat, int64_t offset, const ln_tensor *like) {
-  int64_t strides[LN_MAX_DIMS];
-  ln_contiguous_strides(like->sizes, like->ndim, LN_CONTIGUOUS, strides);
-  return ln_from_storage(flat->storage, flat->dtype, like->sizes, strides, like->ndim,
-                         flat->offset + offset);
-}
-
-/* t = src without autograd seeing it (collectives write into parameters
-** and gradients alike, as PyTorch's do). */
-static ln_status write_into(ln_tensor *t, ln_tensor *src) {
-  ln_tensor *d = ln_detach(t);
-  ln_status st = d ? ln_copy_(d, src) : ln_last_status();
-  ln_tensor_release(d);
-  return st;
-}
-
-/* The buffer engine e works on for ts[0..k) (same dtype and device): ts[0]
-** itself, retained, when it already is one (contiguous, in the engine's
-** dtype, on its device); else a new flat buffer holding every tensor,
-** converted, one after another. NULL with a message on failure. */
-static ln_tensor *pack(const ln_dist_engine *e, ln_tensor *const *ts, int k) {
-  ln_tensor *t = ts[0];
-  ln_dtype wire = e->wire_dtype(t->dtype);
-  ln_device dev = ln_tensor_device(t);
-  if (dev.type != e->device) dev = LN_DEVICE_CPU;
-  if (k == 1 && t->dtype == wire && ln_device_eq(dev, ln_tensor_device(t)) &&
-      ln_tensor_is_contiguous(t, LN_CONTIGUOUS)) {
-    ln_tensor_retain(t);
-    return t;
-  }
-  int64_t total = 0;
-  for (int i = 0; i < k; i++) total += ln_tensor_numel(ts[i]);
-  ln_tensor *buf = ln_empty(&total, 1, wire, dev);
-  for (int64_t i = 0, off = 0; buf && i < k; off += ln_tensor_numel(ts[i++])) {
-    ln_tensor *p = piece(buf, off, ts[i]);
-    ln_status st = p ? ln_copy_(p, ts[i]) : ln_last_status();
-    ln_tensor_release(p);
-    if (st != LN_OK) {
-      ln_tensor_release(buf);
-      buf = NULL;
-    }
-  }
-  return buf;
-}
-
-/* Copy buf back into ts[0..k) (nothing to do when buf is ts[0]). */
-static ln_status unpack(ln_tensor *buf, ln_tensor *const *ts, int k) {
-  if (buf == ts[0]) return LN_OK;
-  ln_status st = LN_OK;
-  for (int64_t i = 0, off = 0; st == LN_OK && i < k; off += ln_tensor_numel(ts[i++])) {
-    ln_tensor *p = piece(buf, off, ts[i]);
-    st = p ? write_into(ts[i], p) : ln_last_status();
-    ln_tensor_release(p);
-  }
-  return st;
-}
-
-/* ---- collectives ---- */
-
-static ln_status check_op(ln_dtype dt, ln_reduce_op op, const char *fn) {
-  if ((unsigned)op >= LN_REDUCE_OP_COUNT)
-    return ln_error(LN_EINVAL, "%s: invalid reduce op %d", fn, (int)op);
-  if (dt == LN_BOOL && op == LN_REDUCE_AVG)
-    return ln_error(LN_EINVAL, "%s: op 'avg' is not supported for bool tensors", fn);
-  return LN_OK;
-}
-
-/* The op an engine gets for dtype dt: a bool sum is a logical or (max). */
-static ln_reduce_op engine_op(ln_dtype dt, ln_reduce_op op) {
-  return dt == LN_BOOL && op == LN_REDUCE_SUM ? LN_REDUCE_MAX : op;
-}
-
-/* One all-reduce over ts[0..k), which share dtype and device. */
-static ln_status reduce_bucket(ln_dist_group *g, ln_tensor *const *ts, int k,
-                               ln_reduce_op op) {
-  const ln_dist_engine *e;
-  void *state;
-  ln_status st = engine_for(g, ln_tensor_device(ts[0]), &e, &state);
-  if (st != LN_OK) return st;
-  ln_tensor *buf = pack(e, ts, k);
-  if (!buf) return ln_last_status();
-  count(LN_DIST_ALL_REDUCE, nbytes(buf));
-  st = e->all_reduce(state, ln_tensor_data(buf), (size_t)ln_tensor_numel(buf), buf->dtype,
-                     op, ln_tensor_device(buf));
-  if (st == LN_OK) st = unpack(buf, ts, k);
-  ln_tensor_release(buf);
-  return st;
-}
-
-static size_t wire_bytes(const ln_tensor *t) {
-  ln_dtype wire = engine_of(ln_tensor_device(t))->wire_dtype(t->dtype);
-  return (size_t)ln_tensor_numel(t) * ln_dtype_size(wire);
-}
-
-/* all_reduce and all_reduce_coalesced (fn names the caller in messages).
-** Every tensor is checked before the first bucket is sent, so a bad list
-** fails on every rank without a collective. */
-static ln_status reduce_many(ln_dist_group *g, ln_tensor *const *ts, int n, ln_reduce_op op,
-                             size_t bucket_bytes, int *nbuckets, const char *fn) {
-  ln_status st = enter(&g, fn);
-  for (int i = 0; st == LN_OK && i < n; i++) {
-    st = check_tensor(ts[i], fn);
-    if (st == LN_OK) st = check_op(ts[i]->dtype, op, fn);
-  }
-  int buckets = 0;
-  for (int i = 0, j; st == LN_OK && i < n; i = j, buckets++) {
-    size_t bytes = wire_bytes(ts[i]);
-    for (j = i + 1; j < n && ts[j]->dtype == ts[i]->dtype &&
-                    ln_device_eq(ln_tensor_device(ts[j]), ln_tensor_device(ts[i])) &&
-                    bytes + wire_bytes(ts[j]) <= bucket_bytes; j++)
-      bytes += wire_bytes(ts[j]);
-    st = reduce_bucket(g, ts + i, j - i, engine_op(ts[i]->dtype, op));
-  }
-  if (nbuckets) *nbuckets = buckets;
-  return st;
-}
-
-ln_status ln_dist_all_reduce_coalesced(ln_dist_group *g, ln_tensor *const *ts, int n,
-                                       ln_reduce_op op, size_t bucket_bytes,
-                                       int *nbuckets) {
-  return reduce_many(g, ts, n, op, bucket_bytes, nbuckets, "all_reduce_coalesced");
-}
-
-ln_status ln_dist_all_reduce(ln_dist_group *g, ln_tensor *t, ln_reduce_op op) {
-  return reduce_many(g, &t, 1, op, SIZE_MAX, NULL, "all_reduce");
-}
-
-ln_tensor *ln_dist_all_gather_stack(ln_dist_group *g, ln_tensor *t) {
-  const ln_dist_engine *e;
-  void *state;
-  ln_tensor *in = NULL, *out = NULL, *res = NULL;
-  ln_status st = enter(&g, "all_gather");
-  if (st == LN_OK && t == NULL) st = ln_error(LN_EINVAL, "all_gather: expected a tensor, got NULL");
-  if (st == LN_OK && t->ndim == LN_MAX_DIMS)
-    st = ln_error(LN_EINVAL, "all_gather: a tensor of %d dims cannot be stacked (at most %d)",
-                  t->ndim, LN_MAX_DIMS - 1);
-  if (st == LN_OK) st = engine_for(g, ln_tensor_device(t), &e, &state);
-  if (st != LN_OK) return NULL;
-  if (!(in = pack(e, &t, 1))) return NULL;
-  int64_t sizes[LN_MAX_DIMS] = { g->size };
-  memcpy(sizes + 1, t->sizes, (size_t)t->ndim * sizeof *sizes);
-  if (!(out = ln_empty(sizes, t->ndim + 1, in->dtype, ln_tensor_device(in)))) goto done;
-  count(LN_DIST_ALL_GATHER, nbytes(in));
-  st = e->all_gather(state, ln_tensor_data(in), ln_tensor_data(out),
-                     (size_t)ln_tensor_numel(in), in->dtype, ln_tensor_device(in));
-  if (st == LN_OK && (res = ln_to_dtype(out, t->dtype))) {
-    ln_tensor *moved = ln_to_device(res, ln_tensor_device(t));
-    ln_tensor_release(res);
-    res = moved;
-  }
-done:
-  ln_tensor_release(in);
-  ln_tensor_release(out);
-  return res;
-}
-
-ln_status ln_dist_all_gather(ln_dist_group *g, ln_tensor *const *outs, int n, ln_tensor *t) {
-  ln_status st = enter(&g, "all_gather");
-  if (st == LN_OK && t == NULL) st = ln_error(LN_EINVAL, "all_gather: expected a tensor, got NULL");
-  if (st == LN_OK && n != g->size)
-    st = ln_error(LN_EINVAL, "all_gather: expected a list of %d tensors (one per rank of "
-                  "the group), got %d", g->size, n);
-  for (int i = 0; st == LN_OK && i < n; i++) {
-    if ((st = check_tensor(outs[i], "all_gather")) != LN_OK) break;
-    if (!ln_tensor_same_shape(outs[i], t) || outs[i]->dtype != t->dtype) {
-      char a[64], b[64];
-      ln_shape_str(outs[i]->sizes, outs[i]->ndim, a, sizeof a);
-      ln_shape_str(t->sizes, t->ndim, b, sizeof b);
-      st = ln_error(LN_EINVAL, "all_gather: output %d is %s %s, expected %s %s like the input",
-                    i, ln_dtype_name(outs[i]->dtype), a, ln_dtype_name(t->dtype), b);
-    }
-  }
-  if (st != LN_OK) return st;
-  ln_tensor *stack = ln_dist_all_gather_stack(g, t);
-  if (!stack) return ln_last_status();
-  for (int i = 0; st == LN_OK && i < n; i++) {
-    ln_tensor *row = ln_select(stack, 0, i);
-    st = row ? write_into(outs[i], row) : ln_last_status();
-    ln_tensor_release(row);
-  }
-  ln_tensor_release(stack);
-  return st;
-}
-
-ln_status ln_dist_broadcast(ln_dist_group *g, ln_tensor *t, int src) {
-  const ln_dist_engine *e;
-  void *state;
-  ln_status st = enter(&g, "broadcast");
-  if (st == LN_OK) st = check_tensor(t, "broadcast");
-  int root = st == LN_OK ? ln_dist_group_rank_of(g, src) : -1;
-  if (st == LN_OK && root < 0) {
-    char buf[128];
-    st = ln_error(LN_EINVAL, "broadcast: src rank %d is not in the process group (ranks %s)",
-                  src, ranks_str(g->ranks, g->size, buf, sizeof buf));
-  }
-  if (st == LN_OK) st = engine_for(g, ln_tensor_device(t), &e, &state);
-  if (st != LN_OK) return st;
-  ln_tensor *buf = pack(e, &t, 1);
-  if (!buf) return ln_last_status();
-  count(LN_DIST_BROADCAST, nbytes(buf));
-  st = e->broadcast(state, ln_tensor_data(buf), (size_t)ln_tensor_numel(buf), buf->dtype,
-                    root, ln_tensor_device(buf));
-  if (st == LN_OK) st = unpack(buf, &t, 1);
-  ln_tensor_release(buf);
-  return st;
-}
-
-ln_status ln_dist_barrier(ln_dist_group *g) {
-  ln_status st = enter(&g, "barrier");
-  if (st != LN_OK) return st;
-  count(LN_DIST_BARRIER, 0);
-  return host_engine->barrier(g->state[HOST]);
-}
-
-ln_status ln_dist_host_broadcast(const ln_dist_group *g, void *buf, size_t nbytes, int root) {
-  /* bool is one byte: the host engine moves bytes as LN_BOOL */
-  return host_engine->broadcast(g->state[HOST], buf, nbytes, LN_BOOL, root, LN_DEVICE_CPU);
-}
-
-ln_status ln_dist_check_same(ln_dist_group *g, int64_t value, const char *what) {
-  ln_status st = enter(&g, "check_same");
-  if (st != LN_OK) return st;
-  int64_t *all = malloc((size_t)g->size * sizeof *all);
-  if (!all) return ln_error(LN_ENOMEM, "check_same: out of memory");
-  count(LN_DIST_CHECK, (int64_t)sizeof value);
-  st = host_engine->all_gather(g->state[HOST], &value, all, 1, LN_I64, LN_DEVICE_CPU);
-  int differ = 0;
-  for (int i = 1; st == LN_OK && i < g->size; i++) differ |= all[i] != all[0];
-  if (differ) {
-    char msg[512];
-    size_t len = 0;
-    for (int i = 0; i < g->size && len < sizeof msg; i++)
-      len += (size_t)snprintf(msg + len, sizeof msg - len, "%srank %d has %lld",
-                              i ? ", " : "", g->ranks[i], (long long)all[i]);
-    st = ln_error(LN_EINVAL, "%s differs across ranks: %s", what ? what : "a value", msg);
-  }
-  free(all);
-  return st;
-}
-
-/* ---- statistics ---- */
 
 ln_dist_stats ln_dist_stats_get(void) { return D.stats; }
 void ln_dist_stats_reset(void) { memset(&D.stats, 0, sizeof D.stats); }
