@@ -1,55 +1,25 @@
 /*
 ** batchnorm_cpu.c -- the BatchNorm CPU kernels (batchnorm_kernels.h):
 ** cutting the work into blocks and units, merging the partial results in
-** a fixed order, and the dtype dispatch to the typed loops of
-** batchnorm_cpu.inc.
+** a fixed order, and the choice of typed loops (batchnorm_cpu.inc) by
+** dtype and instruction set.
 **
-** Blocks (a few thousand values, summed in the compute type) depend on the
-** shape only; a unit is a run of consecutive blocks whose results are
-** merged in double, the work one thread takes at a time. Plane kernels
-** give each channel ceil(64 / C) units (so a few channels still keep every
-** thread busy), rows kernels cut all rows into up to 64 units, each with
-** C-wide partials. Units merge in index order afterwards, so the thread
-** count changes nothing.
+** A block (a few thousand values of each channel: a piece of a run, whole
+** runs or a group of rows) is summed in the compute type; blocks depend
+** on the shape only. A unit, the work one thread takes at a time, is a
+** range of blocks for a range of channels, walked in memory order; it
+** merges its blocks in double into one partial per channel. There are
+** up to 64 block ranges, and the channels are split too when that leaves
+** fewer than 64 units. Partials merge per channel in block-range order
+** afterwards, so the thread count changes nothing.
 */
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "batchnorm_kernels.h"
+#include "batchnorm_cpu.h"
 
-#define BN_BLOCK 4096        /* values per plane block */
-#define BN_ROWS_VALUES 8192  /* about this many values per rows block */
-#define BN_UNITS 64          /* units to aim for */
-#define BN_MAP_CHUNK 16384   /* values per task of the elementwise passes */
-#define BN_GRAIN 32768       /* fewer values run on one thread */
-
-typedef struct bn_part {
-  int64_t nblk;      /* blocks per channel (plane) or in all (rows) */
-  int64_t per_run;   /* plane: blocks per run (runs longer than a block) */
-  int64_t runs_per;  /* plane: runs per block (shorter runs) */
-  int64_t rows_per;  /* rows: rows per block */
-  int64_t units;     /* per channel (plane) or in all (rows) */
-} bn_part;
-
-typedef struct bn_rect { int64_t j0, j1, i0, i1; } bn_rect;  /* runs x values */
-
-typedef struct bn_partials { double *n, *a, *b; } bn_partials;
-
-/* Per-channel coefficients of a map: out = (x - k) * b + d (+ dy * a). */
-typedef struct bn_coef { const double *k, *a, *b, *d; } bn_coef;
-
-typedef struct bn_kernels {
-  void (*reduce_plane)(const ln_bn_geom *, const bn_part *, const ln_bn_view *,
-                       const ln_bn_view *, const double *, bn_partials *, bool, bool);
-  void (*reduce_rows)(const ln_bn_geom *, const bn_part *, const ln_bn_view *,
-                      const ln_bn_view *, const double *, bn_partials *, bool, bool,
-                      void *);
-  void (*map_plane)(const ln_bn_geom *, const ln_bn_view *, const ln_bn_view *,
-                    const ln_bn_view *, const bn_coef *, bool, bool);
-  void (*map_rows)(const ln_bn_geom *, const ln_bn_view *, const ln_bn_view *,
-                   const ln_bn_view *, const bn_coef *, bool, bool, void *);
-} bn_kernels;
+#define BN_ISA base
+#include "batchnorm_cpu_isa.inc"
 
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : v > hi ? hi : v;
@@ -58,116 +28,30 @@ static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
 static bn_part bn_partition(const ln_bn_geom *g) {
   bn_part p = { .per_run = 1, .runs_per = 1, .rows_per = 1 };
   if (g->rows) {
-    int64_t rows = g->outer * g->inner;
     p.rows_per = clamp64(BN_ROWS_VALUES / (g->C ? g->C : 1), 32, 256);
-    p.nblk = (rows + p.rows_per - 1) / p.rows_per;
-    p.units = clamp64(p.nblk, 1, BN_UNITS);
-    return p;
-  }
-  if (g->inner >= BN_BLOCK) {
+    p.nblk = (g->outer * g->inner + p.rows_per - 1) / p.rows_per;
+  } else if (g->inner >= BN_BLOCK) {
     p.per_run = (g->inner + BN_BLOCK - 1) / BN_BLOCK;
     p.nblk = g->outer * p.per_run;
   } else {
     p.runs_per = BN_BLOCK / (g->inner ? g->inner : 1);
     p.nblk = (g->outer + p.runs_per - 1) / p.runs_per;
   }
-  p.units = clamp64((BN_UNITS + g->C - 1) / (g->C ? g->C : 1), 1, p.nblk);
+  p.units_b = clamp64(p.nblk, 1, BN_UNITS);
+  p.units_c = clamp64((BN_UNITS + p.units_b - 1) / p.units_b, 1, g->C ? g->C : 1);
   return p;
 }
 
-/* Block b of a plane channel: a piece of one run, or whole runs. */
-static inline bn_rect bn_plane_block(const bn_part *p, const ln_bn_geom *g, int64_t b) {
-  bn_rect r;
-  if (p->per_run > 1) {
-    int64_t piece = b % p->per_run;
-    r.j0 = b / p->per_run;
-    r.j1 = r.j0 + 1;
-    r.i0 = piece * g->inner / p->per_run;
-    r.i1 = (piece + 1) * g->inner / p->per_run;
-  } else {
-    r.j0 = b * p->runs_per;
-    r.j1 = r.j0 + p->runs_per < g->outer ? r.j0 + p->runs_per : g->outer;
-    r.i0 = 0;
-    r.i1 = g->inner;
-  }
-  return r;
-}
+static bool bn_allow_avx2 = true;
 
-/* Merge (nb, mb, m2b) -- count, mean, sum of squared deviations -- into
-** (n, mean, m2) by Chan's formula. */
-static inline void bn_chan_merge(double *n, double *mean, double *m2, double nb,
-                                 double mb, double m2b) {
-  if (nb == 0) return;
-  if (*n == 0) {
-    *n = nb;
-    *mean = mb;
-    *m2 = m2b;
-    return;
-  }
-  double nt = *n + nb, delta = mb - *mean;
-  *mean += delta * (nb / nt);
-  *m2 += m2b + delta * delta * (*n * nb / nt);
-  *n = nt;
-}
-
-/* ---- the typed loops ---- */
-
-#define T float
-#define ACC float
-#define LOAD(v) (v)
-#define STORE(v) (v)
-#define SUF f32
-#include "batchnorm_cpu.inc"
-#undef T
-#undef ACC
-#undef LOAD
-#undef STORE
-#undef SUF
-
-#define T double
-#define ACC double
-#define LOAD(v) (v)
-#define STORE(v) (v)
-#define SUF f64
-#include "batchnorm_cpu.inc"
-#undef T
-#undef ACC
-#undef LOAD
-#undef STORE
-#undef SUF
-
-#define T uint16_t
-#define ACC float
-#define LOAD(v) ln_half_to_float(v)
-#define STORE(v) ln_float_to_half(v)
-#define SUF f16
-#include "batchnorm_cpu.inc"
-#undef T
-#undef ACC
-#undef LOAD
-#undef STORE
-#undef SUF
-
-#define T uint16_t
-#define ACC float
-#define LOAD(v) ln_bf16_to_float(v)
-#define STORE(v) ln_float_to_bf16(v)
-#define SUF bf16
-#include "batchnorm_cpu.inc"
-#undef T
-#undef ACC
-#undef LOAD
-#undef STORE
-#undef SUF
+void ln_bn_cpu_allow_simd(bool allow) { bn_allow_avx2 = allow; }
 
 static const bn_kernels *bn_kernels_for(ln_dtype dt) {
-  switch (dt) {
-  case LN_F32: return &bn_kernels_f32;
-  case LN_F64: return &bn_kernels_f64;
-  case LN_F16: return &bn_kernels_f16;
-  case LN_BF16: return &bn_kernels_bf16;
-  default: return NULL;
-  }
+#ifdef LN_BN_HAVE_AVX2
+  if (bn_allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return ln_bn_kernels_avx2(dt);
+#endif
+  return ln_bn_kernels_base(dt);
 }
 
 /* ---- drivers ---- */
@@ -186,53 +70,48 @@ static ln_status bn_nomem(void) {
   return ln_error(LN_ENOMEM, "out of memory in batch_norm");
 }
 
-/* Run a reduction; partials (3 arrays of C * units doubles) are returned
-** in *out, to be freed with free(out->n). */
+/* Run a reduction; the partials (n: units_b, a and b: units_b * C
+** doubles) are returned in *out, to be freed with free(out->n). */
 static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const bn_part *pt,
                            const ln_bn_view *x, const ln_bn_view *dy, const double *kvec,
                            bool grad, bn_partials *out) {
-  const bn_kernels *kn = bn_kernels_for(dt);
-  int64_t np = g->C * pt->units;
+  int64_t np = pt->units_b * g->C;
   bool par = bn_parallel(g);
-  void *scratch = NULL;
-  if (!(out->n = malloc(sizeof(double) * (size_t)(3 * np + 1)))) return bn_nomem();
-  out->a = out->n + np;
-  out->b = out->a + np;
-  if (!g->rows) {
-    kn->reduce_plane(g, pt, x, dy, kvec, out, grad, par);
-    return LN_OK;
-  }
   int nt = par ? omp_get_max_threads() : 1;
-  if (!(scratch = malloc(sizeof(double) * (size_t)(3 * g->C * nt)))) {
+  void *scratch = malloc(sizeof(double) * (size_t)(3 * g->C * nt));
+  out->n = malloc(sizeof(double) * (size_t)(2 * np + pt->units_b));
+  if (!scratch || !out->n) {
+    free(scratch);
     free(out->n);
     return bn_nomem();
   }
-  kn->reduce_rows(g, pt, x, dy, kvec, out, grad, par, scratch);
+  out->a = out->n + pt->units_b;
+  out->b = out->a + np;
+  bn_kernels_for(dt)->reduce(g, pt, x, dy, kvec, out, grad, par, scratch);
   free(scratch);
   return LN_OK;
-}
-
-/* Partial u of channel c in a reduction's layout. */
-static inline int64_t bn_pidx(const ln_bn_geom *g, const bn_part *pt, int64_t c,
-                              int64_t u) {
-  return g->rows ? u * g->C + c : c * pt->units + u;
 }
 
 ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                           double *mean, double *var) {
   bn_part pt = bn_partition(g);
   bn_partials p;
+  int64_t C = g->C;
   ln_status st = bn_reduce(dt, g, &pt, x, NULL, NULL, false, &p);
   if (st != LN_OK) return st;
-  for (int64_t c = 0; c < g->C; c++) {
-    double n = 0, m = 0, m2 = 0;
-    for (int64_t u = 0; u < pt.units; u++) {
-      int64_t i = bn_pidx(g, &pt, c, u);
-      bn_chan_merge(&n, &m, &m2, g->rows ? p.n[u] : p.n[i], p.a[i], p.b[i]);
+  /* Chan's merge of the block ranges in order, all channels at once */
+  double n = 0;
+  for (int64_t u = 0; u < pt.units_b; u++) {
+    const double *mu = p.a + u * C, *m2u = p.b + u * C;
+    double nu = p.n[u], nt = n + nu, f = nu / nt, w = n * nu / nt;
+    for (int64_t c = 0; c < C; c++) {
+      double delta = mu[c] - mean[c];
+      mean[c] = n == 0 ? mu[c] : mean[c] + delta * f;
+      var[c] = n == 0 ? m2u[c] : var[c] + m2u[c] + delta * delta * w;
     }
-    mean[c] = m;
-    var[c] = m2 / n;
+    n = nt;
   }
+  for (int64_t c = 0; c < C; c++) var[c] /= n;
   free(p.n);
   return LN_OK;
 }
@@ -247,15 +126,15 @@ ln_status ln_bn_cpu_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view
   for (int64_t c = 0; c < g->C; c++) k[c] = bn_round(dt, mean[c]);
   ln_status st = bn_reduce(dt, g, &pt, x, dy, k, true, &p);
   if (st == LN_OK) {
-    for (int64_t c = 0; c < g->C; c++) {
-      double s1 = 0, s2 = 0;
-      for (int64_t u = 0; u < pt.units; u++) {
-        s1 += p.a[bn_pidx(g, &pt, c, u)];
-        s2 += p.b[bn_pidx(g, &pt, c, u)];
+    int64_t C = g->C;
+    for (int64_t c = 0; c < C; c++) sum_dy[c] = sum_dyx[c] = 0;
+    for (int64_t u = 0; u < pt.units_b; u++)
+      for (int64_t c = 0; c < C; c++) {
+        sum_dy[c] += p.a[u * C + c];
+        sum_dyx[c] += p.b[u * C + c];
       }
-      sum_dy[c] = s1;
-      sum_dyx[c] = s2 - (mean[c] - k[c]) * s1;  /* from x - k to x - mean */
-    }
+    for (int64_t c = 0; c < C; c++)
+      sum_dyx[c] -= (mean[c] - k[c]) * sum_dy[c];  /* from x - k to x - mean */
     free(p.n);
   }
   free(k);
@@ -269,7 +148,8 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                         const double *a, const double *b, const double *d) {
   const bn_kernels *kn = bn_kernels_for(dt);
   int64_t C = g->C;
-  double *k = malloc(sizeof(double) * (size_t)(6 * C + 1)), *d2 = k + C;
+  int64_t W = C * bn_rows_repeat(C);
+  double *k = malloc(sizeof(double) * (size_t)(2 * C + 4 * W + 1)), *d2 = k + C;
   if (!k) return bn_nomem();
   for (int64_t c = 0; c < C; c++) {
     k[c] = bn_round(dt, mean[c]);

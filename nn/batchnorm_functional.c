@@ -66,6 +66,20 @@ static const char *py_float(double v, char *buf, size_t n) {
 
 /* ---- C-length vectors of any shape, read and written in double ---- */
 
+/* The stride that walks t's elements in row-major order, or 0 when no
+** single stride does (then elements are located one by one). */
+static int64_t vec_stride(const ln_tensor *t) {
+  int64_t stride = 0, expect = 0;
+  for (int d = ln_tensor_dim(t) - 1; d >= 0; d--) {
+    int64_t n = ln_tensor_size(t, d), s = ln_tensor_stride(t, d);
+    if (n == 1) continue;
+    if (stride && s != expect) return 0;
+    if (!stride) stride = s;
+    expect = s * n;
+  }
+  return stride ? stride : 1;
+}
+
 static void *vec_elem(const ln_tensor *t, int64_t i) {
   int64_t off = 0;
   for (int d = ln_tensor_dim(t) - 1; d >= 0; d--) {
@@ -78,13 +92,33 @@ static void *vec_elem(const ln_tensor *t, int64_t i) {
 
 /* out[c] = t[c], or `fill` for every c when t is NULL. */
 static void vec_load(const ln_tensor *t, int64_t C, double fill, double *out) {
-  for (int64_t c = 0; c < C; c++)
-    out[c] = t ? ln_load_double(vec_elem(t, c), ln_tensor_dtype(t)) : fill;
+  int64_t s = t ? vec_stride(t) : 0;
+  if (!t) {
+    for (int64_t c = 0; c < C; c++) out[c] = fill;
+  } else if (s && ln_tensor_dtype(t) == LN_F32) {
+    const float *p = ln_tensor_data(t);
+    for (int64_t c = 0; c < C; c++) out[c] = p[c * s];
+  } else if (s && ln_tensor_dtype(t) == LN_F64) {
+    const double *p = ln_tensor_data(t);
+    for (int64_t c = 0; c < C; c++) out[c] = p[c * s];
+  } else {
+    for (int64_t c = 0; c < C; c++)
+      out[c] = ln_load_double(vec_elem(t, c), ln_tensor_dtype(t));
+  }
 }
 
 static void vec_store(ln_tensor *t, const double *v) {
-  for (int64_t c = 0; c < ln_tensor_numel(t); c++)
-    ln_store_double(vec_elem(t, c), ln_tensor_dtype(t), v[c]);
+  int64_t s = vec_stride(t), C = ln_tensor_numel(t);
+  if (s && ln_tensor_dtype(t) == LN_F32) {
+    float *p = ln_tensor_data(t);
+    for (int64_t c = 0; c < C; c++) p[c * s] = (float)v[c];
+  } else if (s && ln_tensor_dtype(t) == LN_F64) {
+    double *p = ln_tensor_data(t);
+    for (int64_t c = 0; c < C; c++) p[c * s] = v[c];
+  } else {
+    for (int64_t c = 0; c < C; c++)
+      ln_store_double(vec_elem(t, c), ln_tensor_dtype(t), v[c]);
+  }
 }
 
 /* ---- argument checks, in PyTorch's order ---- */

@@ -68,6 +68,9 @@ bool ln_bn_view_for(const ln_bn_plan *p, const ln_tensor *t, ln_bn_view *v);
 ln_tensor *ln_bn_empty(const ln_bn_plan *p, const ln_tensor *like, ln_dtype dtype);
 
 /* ---- kernels (batchnorm_cpu.c); dt is the operands' dtype ---- */
+/* Let the kernels use the CPU's wider vector instructions (the default)
+** or only the baseline ones, for tests of both builds. */
+void ln_bn_cpu_allow_simd(bool allow);
 /* Per-channel mean and biased variance of x over its outer*inner values
 ** (at least one). */
 ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,

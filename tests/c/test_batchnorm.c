@@ -6,7 +6,9 @@
 ** parameters with 16-bit inputs), training and eval, running stats,
 ** backward against the analytic formulas and by finite differences,
 ** accuracy far from zero, NaN isolation, empty batches, every error
-** message, output layouts, thread-count independence and leaks.
+** message, output layouts, thread-count independence and leaks. The
+** reference cases run with the wider-vector build of the kernels (where
+** the CPU has one) and with the baseline one.
 */
 #include <math.h>
 #include <omp.h>
@@ -19,6 +21,7 @@
 #include "core/gradcheck.h"
 #include "core/tensor.h"
 #include "nn/batchnorm.h"
+#include "nn/batchnorm_kernels.h"
 
 #define CPU LN_DEVICE_CPU
 #define EPS 1e-5
@@ -687,6 +690,10 @@ static void test_threads(void) {
 int main(void) {
   ln_init();
   test_reference();
+  ln_bn_cpu_allow_simd(false);  /* the baseline build of the loops too */
+  test_reference();
+  test_far_from_zero();
+  ln_bn_cpu_allow_simd(true);
   test_permuted_nhwc();
   test_gradcheck();
   test_far_from_zero();

@@ -1,0 +1,118 @@
+/*
+** batchnorm_cpu.h -- what the BatchNorm CPU kernel files share: how work
+** is cut into blocks and units, and the table of typed loops that
+** batchnorm_cpu_isa.inc builds once per instruction set. Private to
+** nn/batchnorm_cpu*.c.
+*/
+#ifndef LN_BATCHNORM_CPU_H
+#define LN_BATCHNORM_CPU_H
+
+#include <omp.h>
+
+#include "batchnorm_kernels.h"
+
+/* The typed helpers take a constant `grad` and must be inlined to be
+** specialised on it (one copy of the loops per mode). */
+#if defined(__GNUC__)
+#define BN_INLINE static inline __attribute__((always_inline))
+#else
+#define BN_INLINE static inline
+#endif
+
+#define BN_BLOCK 4096        /* values per plane block */
+#define BN_ROWS_VALUES 8192  /* about this many values per rows block */
+#define BN_UNITS 64          /* units to aim for */
+#define BN_MAP_CHUNK 16384   /* values per task of the elementwise passes */
+#define BN_GRAIN 32768       /* fewer values run on one thread */
+
+typedef struct bn_part {
+  int64_t nblk;      /* blocks (each covering every channel) */
+  int64_t per_run;   /* plane: blocks per run (runs longer than a block) */
+  int64_t runs_per;  /* plane: runs per block (shorter runs) */
+  int64_t rows_per;  /* rows: rows per block */
+  int64_t units_b, units_c;  /* block ranges; channel ranges per block range */
+} bn_part;
+
+typedef struct bn_rect { int64_t j0, j1, i0, i1; } bn_rect;  /* runs x values */
+
+typedef struct bn_partials { double *n, *a, *b; } bn_partials;
+
+/* Per-channel coefficients of a map: out = (x - k) * b + d (+ dy * a). */
+typedef struct bn_coef { const double *k, *a, *b, *d; } bn_coef;
+
+/* The typed loops for one dtype (see batchnorm_cpu.inc). */
+typedef struct bn_kernels {
+  void (*reduce)(const ln_bn_geom *, const bn_part *, const ln_bn_view *,
+                 const ln_bn_view *, const double *, bn_partials *, bool, bool, void *);
+  void (*map_plane)(const ln_bn_geom *, const ln_bn_view *, const ln_bn_view *,
+                    const ln_bn_view *, const bn_coef *, bool, bool);
+  void (*map_rows)(const ln_bn_geom *, const ln_bn_view *, const ln_bn_view *,
+                   const ln_bn_view *, const bn_coef *, bool, bool, void *);
+} bn_kernels;
+
+/* Block b of a plane channel: a piece of one run, or whole runs. */
+static inline bn_rect bn_plane_block(const bn_part *p, const ln_bn_geom *g, int64_t b) {
+  bn_rect r;
+  if (p->per_run > 1) {
+    int64_t piece = b % p->per_run;
+    r.j0 = b / p->per_run;
+    r.j1 = r.j0 + 1;
+    r.i0 = piece * g->inner / p->per_run;
+    r.i1 = (piece + 1) * g->inner / p->per_run;
+  } else {
+    r.j0 = b * p->runs_per;
+    r.j1 = r.j0 + p->runs_per < g->outer ? r.j0 + p->runs_per : g->outer;
+    r.i0 = 0;
+    r.i1 = g->inner;
+  }
+  return r;
+}
+
+/* Walking rows r = j * inner + i of a rows geom. */
+typedef struct bn_row_walk { int64_t j, i; } bn_row_walk;
+
+static inline bn_row_walk bn_row_walk_at(const ln_bn_geom *g, int64_t r) {
+  return (bn_row_walk){ r / g->inner, r % g->inner };
+}
+
+static inline void bn_row_next(bn_row_walk *w, const ln_bn_geom *g) {
+  if (++w->i == g->inner) {
+    w->i = 0;
+    w->j++;
+  }
+}
+
+static inline int64_t bn_row_offset(const bn_row_walk *w, const ln_bn_view *v) {
+  return w->j * v->s_outer + w->i * v->s_inner;
+}
+
+/* Rows in a group of a flat channels-last map: about 1024 values. */
+static inline int64_t bn_rows_repeat(int64_t C) {
+  return C < 1024 ? 1024 / C : 1;
+}
+
+/* Do v's rows lie C apart, row r at r * C? */
+static inline bool bn_rows_flat(const ln_bn_geom *g, const ln_bn_view *v) {
+  return (g->inner == 1 || v->s_inner == g->C) &&
+         (g->outer == 1 || v->s_outer == g->inner * g->C);
+}
+
+/* Values per channel in block b. */
+static inline int64_t bn_block_count(const bn_part *p, const ln_bn_geom *g, int64_t b) {
+  if (g->rows) {
+    int64_t rows = g->outer * g->inner, r0 = b * p->rows_per;
+    return r0 + p->rows_per < rows ? p->rows_per : rows - r0;
+  }
+  bn_rect r = bn_plane_block(p, g, b);
+  return (r.j1 - r.j0) * (r.i1 - r.i0);
+}
+
+/* The loop tables: baseline, and AVX2+FMA where the compiler can target
+** it (x86-64 GCC); NULL for non-float dtypes. */
+const bn_kernels *ln_bn_kernels_base(ln_dtype dt);
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LN_BN_HAVE_AVX2 1
+const bn_kernels *ln_bn_kernels_avx2(ln_dtype dt);
+#endif
+
+#endif
