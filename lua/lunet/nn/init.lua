@@ -290,52 +290,27 @@ function Sequential:forward(x)
   return x
 end
 
--- ---- the BatchNorm family (nn/batchnorm.h, through lua/l_batchnorm.c) ----
-
-local B = lunet._batchnorm
+-- ---- classes of C module types ----
 
 -- The class of a C module type named `name`: calling it runs `ctor` (a C
 -- function that creates the module); the module's object finds the class
 -- again through C.classes by its type's name, also after a lazy module
--- changes type.
-local function c_class(name, parent, ctor)
+-- changes type. Without ctor it is a base class holding shared methods.
+function nn._c_class(name, parent, ctor)
   local cls = setmetatable({ __name = name, __parent = parent },
                            { __index = parent, __call = ctor, __tostring = class_tostring })
-  C.classes[name] = cls
+  if ctor then C.classes[name] = cls end
   return cls
-end
-
---- The methods every BatchNorm module has (PyTorch's _NormBase).
-local BatchNorm = setmetatable({ __name = "_BatchNorm", __parent = Module },
-                               { __index = Module, __tostring = class_tostring })
-nn._BatchNorm = BatchNorm
-
---- bn:reset_running_stats(): running_mean 0, running_var 1,
--- num_batches_tracked 0 (when tracking); returns bn.
-BatchNorm.reset_running_stats = B.reset_running_stats
---- bn:reset_parameters(): reset_running_stats(), weight 1, bias 0 (with
--- affine); nothing for a lazy module not yet initialised; returns bn.
-BatchNorm.reset_parameters = B.reset_parameters
-
---- nn.BatchNorm1d(C [, opts]) nn.BatchNorm2d(C [, opts]) nn.BatchNorm3d(C [, opts])
---- nn.LazyBatchNorm1d([opts]) nn.LazyBatchNorm2d([opts]) nn.LazyBatchNorm3d([opts])
--- opts: eps=1e-5, momentum=0.1 (false: cumulative average), affine=true,
--- track_running_stats=true, dtype="float32", device="cpu".
-for d = 1, 3 do
-  local name = ("BatchNorm%dd"):format(d)
-  nn[name] = c_class(name, BatchNorm, B.constructor(d, false))
-  nn["Lazy" .. name] = c_class("Lazy" .. name, BatchNorm, B.constructor(d, true))
 end
 
 -- ---- nn.functional ----
 
 nn.functional = {}
 
---- nn.functional.batch_norm(x, running_mean, running_var, weight, bias,
---                           training=false, momentum=0.1, eps=1e-5)
--- nil for an absent tensor; updates the running statistics in place when
--- training with them.
-nn.functional.batch_norm = B.batch_norm
-
 lunet.nn = nn
+package.loaded["lunet.nn"] = nn   -- the family files below require it
+
+-- The module families, one file each (lua/lunet/nn/*.lua).
+require("lunet.nn.batchnorm")
+
 return nn
