@@ -1,6 +1,6 @@
 /*
 ** l_batchnorm.c -- the BatchNorm family from Lua: the table lunet._batchnorm
-** that lua/lunet/nn.lua turns into nn.BatchNorm1d/2d/3d,
+** that lua/lunet/nn/batchnorm.lua turns into nn.BatchNorm1d/2d/3d,
 ** nn.LazyBatchNorm1d/2d/3d and nn.functional.batch_norm.
 **   constructor(dims, lazy) -> the __call of a class: (cls, [C,] opts) -> module
 **   reset_parameters(m), reset_running_stats(m) -> m

@@ -1,7 +1,7 @@
 /*
 ** l_module.c -- the Lua side of nn/module.h: the "lunet.Module" userdata,
 ** field access that reads and registers slots, and the C functions behind
-** lua/lunet/nn.lua (the table lunet._module).
+** lua/lunet/nn/init.lua (the table lunet._module).
 **
 ** An object is a full userdata holding a retained ln_module* (NULL once
 ** released) and one user value, a table:
