@@ -13,6 +13,7 @@
 ** fewer than 64 units. Partials merge per channel in block-range order
 ** afterwards, so the thread count changes nothing.
 */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,13 @@
 
 #define BN_ISA base
 #include "batchnorm_cpu_isa.inc"
+
+/* ---- per-channel arithmetic ---- */
+
+/* v rounded to the compute type of dt: x - k is then exact for x near k. */
+static inline double bn_round(ln_dtype dt, double v) {
+  return dt == LN_F64 ? v : (double)(float)v;
+}
 
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : v > hi ? hi : v;
@@ -61,54 +69,64 @@ static bool bn_parallel(const ln_bn_geom *g) {
          !omp_in_parallel();
 }
 
-/* v rounded to the compute type of dt: x - k is then exact for x near k. */
-static double bn_round(ln_dtype dt, double v) {
-  return dt == LN_F64 ? v : (double)(float)v;
-}
-
 static ln_status bn_nomem(void) {
   return ln_error(LN_ENOMEM, "out of memory in batch_norm");
 }
 
-/* Run a reduction; the partials (n: units_b, a and b: units_b * C
-** doubles) are returned in *out, to be freed with free(out->n). */
-static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const bn_part *pt,
-                           const ln_bn_view *x, const ln_bn_view *dy, const double *kvec,
-                           bool grad, bn_partials *out) {
-  int64_t np = pt->units_b * g->C;
+/* fn over pieces [0, n) of t: in contiguous ranges on the OpenMP threads
+** when par, else on the calling thread without entering a parallel
+** region (which costs a futex call even when it runs one thread). */
+static void bn_run(bool par, int64_t n, bn_range_fn fn, const bn_task *t) {
+  if (!par) {
+    fn(t, 0, n);
+    return;
+  }
+  #pragma omp parallel
+  {
+    int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+    fn(t, n * id / nt, n * (id + 1) / nt);
+  }
+}
+
+/* Run a reduction (over dy when given); the partials (n: units_b, a and
+** b: units_b * C doubles) are returned in *out, to be freed with
+** free(out->n). */
+static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                           const ln_bn_view *dy, const double *kvec, bn_part *pt,
+                           bn_partials *out) {
+  bn_task t = { .g = g, .x = x, .dy = dy, .pt = bn_partition(g), .kvec = kvec };
+  int64_t np = t.pt.units_b * g->C;
   bool par = bn_parallel(g);
   int nt = par ? omp_get_max_threads() : 1;
-  void *scratch = malloc(sizeof(double) * (size_t)(3 * g->C * nt));
-  out->n = malloc(sizeof(double) * (size_t)(2 * np + pt->units_b));
-  if (!scratch || !out->n) {
-    free(scratch);
-    free(out->n);
+  t.scratch = malloc(sizeof(double) * (size_t)(3 * g->C * nt));
+  t.out.n = malloc(sizeof(double) * (size_t)(2 * np + t.pt.units_b));
+  if (!t.scratch || !t.out.n) {
+    free(t.scratch);
+    free(t.out.n);
     return bn_nomem();
   }
-  out->a = out->n + pt->units_b;
-  out->b = out->a + np;
-  bn_kernels_for(dt)->reduce(g, pt, x, dy, kvec, out, grad, par, scratch);
-  free(scratch);
+  t.out.a = t.out.n + t.pt.units_b;
+  t.out.b = t.out.a + np;
+  bn_run(par, t.pt.units_b * t.pt.units_c, bn_kernels_for(dt)->reduce, &t);
+  free(t.scratch);
+  *pt = t.pt;
+  *out = t.out;
   return LN_OK;
 }
 
 ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                           double *mean, double *var) {
-  bn_part pt = bn_partition(g);
+  bn_part pt;
   bn_partials p;
   int64_t C = g->C;
-  ln_status st = bn_reduce(dt, g, &pt, x, NULL, NULL, false, &p);
+  ln_status st = bn_reduce(dt, g, x, NULL, NULL, &pt, &p);
   if (st != LN_OK) return st;
   /* Chan's merge of the block ranges in order, all channels at once */
   double n = 0;
   for (int64_t u = 0; u < pt.units_b; u++) {
     const double *mu = p.a + u * C, *m2u = p.b + u * C;
     double nu = p.n[u], nt = n + nu, f = nu / nt, w = n * nu / nt;
-    for (int64_t c = 0; c < C; c++) {
-      double delta = mu[c] - mean[c];
-      mean[c] = n == 0 ? mu[c] : mean[c] + delta * f;
-      var[c] = n == 0 ? m2u[c] : var[c] + m2u[c] + delta * delta * w;
-    }
+    for (int64_t c = 0; c < C; c++) bn_merge(n == 0, &mean[c], &var[c], mu[c], m2u[c], f, w);
     n = nt;
   }
   for (int64_t c = 0; c < C; c++) var[c] /= n;
@@ -119,12 +137,12 @@ ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
 ln_status ln_bn_cpu_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                               const ln_bn_view *dy, const double *mean,
                               double *sum_dy, double *sum_dyx) {
-  bn_part pt = bn_partition(g);
+  bn_part pt;
   bn_partials p;
   double *k = malloc(sizeof(double) * (size_t)(g->C + 1));
   if (!k) return bn_nomem();
   for (int64_t c = 0; c < g->C; c++) k[c] = bn_round(dt, mean[c]);
-  ln_status st = bn_reduce(dt, g, &pt, x, dy, k, true, &p);
+  ln_status st = bn_reduce(dt, g, x, dy, k, &pt, &p);
   if (st == LN_OK) {
     int64_t C = g->C;
     for (int64_t c = 0; c < C; c++) sum_dy[c] = sum_dyx[c] = 0;
@@ -147,18 +165,25 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                         const ln_bn_view *dy, const ln_bn_view *o, const double *mean,
                         const double *a, const double *b, const double *d) {
   const bn_kernels *kn = bn_kernels_for(dt);
-  int64_t C = g->C;
-  int64_t W = C * bn_rows_repeat(C);
-  double *k = malloc(sizeof(double) * (size_t)(2 * C + 4 * W + 1)), *d2 = k + C;
+  int64_t C = g->C, W = C * bn_rows_repeat(g), rows = g->outer * g->inner;
+  double *k = malloc(sizeof(double) * (size_t)(2 * C + (g->rows ? 4 * W : 0) + 1));
   if (!k) return bn_nomem();
+  double *d2 = k + C;
   for (int64_t c = 0; c < C; c++) {
     k[c] = bn_round(dt, mean[c]);
     d2[c] = d[c] - (mean[c] - k[c]) * b[c];
   }
-  bn_coef cf = { .k = k, .a = a, .b = b, .d = d2 };
+  bn_task t = { .g = g, .x = x, .dy = dy, .o = o, .cf = { .k = k, .a = a, .b = b, .d = d2 } };
   bool par = bn_parallel(g);
-  if (g->rows) kn->map_rows(g, x, dy, o, &cf, dy != NULL, par, d2 + C);
-  else kn->map_plane(g, x, dy, o, &cf, dy != NULL, par);
+  if (g->rows) {
+    int64_t R = bn_rows_repeat(g);
+    t.per = BN_MAP_CHUNK / C > R ? BN_MAP_CHUNK / C / R * R : R;
+    t.scratch = d2 + C;
+    kn->prepare_rows(&t);
+    bn_run(par, (rows + t.per - 1) / t.per, kn->map_rows, &t);
+  } else {
+    bn_run(par, C * g->outer * bn_plane_pieces(g), kn->map_plane, &t);
+  }
   free(k);
   return LN_OK;
 }
@@ -169,9 +194,34 @@ ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x
   return bn_map(dt, g, x, NULL, y, mean, NULL, a, b);
 }
 
-ln_status ln_bn_cpu_grad_input(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
-                               const ln_bn_view *dy, const ln_bn_view *dx,
-                               const double *mean, const double *a, const double *b,
-                               const double *d) {
-  return bn_map(dt, g, x, dy, dx, mean, a, b, d);
+ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                                  const ln_bn_view *y, const double *w, const double *b,
+                                  double eps, double *mean, double *var) {
+  ln_status st = ln_bn_cpu_stats(dt, g, x, mean, var);
+  double *a = st == LN_OK ? malloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
+  if (st != LN_OK || !a) return st != LN_OK ? st : bn_nomem();
+  for (int64_t c = 0; c < g->C; c++) a[c] = w[c] * (1.0 / sqrt(var[c] + eps));
+  st = bn_map(dt, g, x, NULL, y, mean, NULL, a, b);
+  free(a);
+  return st;
+}
+
+ln_status ln_bn_cpu_train_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                                   const ln_bn_view *dy, const ln_bn_view *dx,
+                                   const double *mean, const double *invstd,
+                                   const double *w, double *sum_dy, double *sum_dyx) {
+  ln_status st = ln_bn_cpu_grad_sums(dt, g, x, dy, mean, sum_dy, sum_dyx);
+  if (st != LN_OK || !dx) return st;
+  int64_t C = g->C;
+  double *a = malloc(sizeof(double) * (size_t)(3 * C + 1)), *b = a + C, *d = b + C;
+  if (!a) return bn_nomem();
+  double M = (double)(g->outer * g->inner);
+  for (int64_t c = 0; c < C; c++) {  /* dx = dy * a + (x - mean) * b + d */
+    a[c] = w[c] * invstd[c];
+    b[c] = -a[c] * invstd[c] * invstd[c] * sum_dyx[c] / M;
+    d[c] = -a[c] * sum_dy[c] / M;
+  }
+  st = bn_map(dt, g, x, dy, dx, mean, a, b, d);
+  free(a);
+  return st;
 }

@@ -12,11 +12,15 @@
 #include "batchnorm_kernels.h"
 
 /* The typed helpers take a constant `grad` and must be inlined to be
-** specialised on it (one copy of the loops per mode). */
+** specialised on it (one copy of the loops per mode); the exception is
+** the simd sums, kept out of line so that every caller adds in the same
+** order (see run_sums_body). */
 #if defined(__GNUC__)
 #define BN_INLINE static inline __attribute__((always_inline))
+#define BN_NOINLINE __attribute__((noinline))
 #else
 #define BN_INLINE static inline
+#define BN_NOINLINE
 #endif
 
 #define BN_BLOCK 4096        /* values per plane block */
@@ -40,15 +44,33 @@ typedef struct bn_partials { double *n, *a, *b; } bn_partials;
 /* Per-channel coefficients of a map: out = (x - k) * b + d (+ dy * a). */
 typedef struct bn_coef { const double *k, *a, *b, *d; } bn_coef;
 
+/* One kernel call: what the typed loops read and write. */
+typedef struct bn_task {
+  const ln_bn_geom *g;
+  const ln_bn_view *x, *dy, *o;  /* dy: the backward's gradient, else NULL;
+                                 ** o: a map's output */
+  bn_part pt;                    /* reductions: blocks and units */
+  const double *kvec;            /* reductions over dy: per-channel shifts */
+  bn_partials out;               /* reductions: the partials */
+  bn_coef cf;                    /* maps: the coefficients */
+  void *scratch;                 /* reductions: 3*C ACC per thread;
+                                 ** rows maps: prepare_rows' coefficients */
+  int64_t per;                   /* rows maps: rows per chunk */
+} bn_task;
+
+/* Run pieces [begin, end) of a task (units, map pieces or row chunks). */
+typedef void (*bn_range_fn)(const bn_task *t, int64_t begin, int64_t end);
+
 /* The typed loops for one dtype (see batchnorm_cpu.inc). */
 typedef struct bn_kernels {
-  void (*reduce)(const ln_bn_geom *, const bn_part *, const ln_bn_view *,
-                 const ln_bn_view *, const double *, bn_partials *, bool, bool, void *);
-  void (*map_plane)(const ln_bn_geom *, const ln_bn_view *, const ln_bn_view *,
-                    const ln_bn_view *, const bn_coef *, bool, bool);
-  void (*map_rows)(const ln_bn_geom *, const ln_bn_view *, const ln_bn_view *,
-                   const ln_bn_view *, const bn_coef *, bool, bool, void *);
+  bn_range_fn reduce, map_plane, map_rows;
+  void (*prepare_rows)(const bn_task *t);
 } bn_kernels;
+
+/* Pieces per run of a plane map (each at most BN_MAP_CHUNK values). */
+static inline int64_t bn_plane_pieces(const ln_bn_geom *g) {
+  return (g->inner + BN_MAP_CHUNK - 1) / BN_MAP_CHUNK;
+}
 
 /* Block b of a plane channel: a piece of one run, or whole runs. */
 static inline bn_rect bn_plane_block(const bn_part *p, const ln_bn_geom *g, int64_t b) {
@@ -86,9 +108,11 @@ static inline int64_t bn_row_offset(const bn_row_walk *w, const ln_bn_view *v) {
   return w->j * v->s_outer + w->i * v->s_inner;
 }
 
-/* Rows in a group of a flat channels-last map: about 1024 values. */
-static inline int64_t bn_rows_repeat(int64_t C) {
-  return C < 1024 ? 1024 / C : 1;
+/* Rows in a group of a flat channels-last map: about 1024 values, and no
+** more rows than there are. */
+static inline int64_t bn_rows_repeat(const ln_bn_geom *g) {
+  int64_t r = g->C < 1024 ? 1024 / g->C : 1, rows = g->outer * g->inner;
+  return r < rows ? r : rows > 0 ? rows : 1;
 }
 
 /* Do v's rows lie C apart, row r at r * C? */
@@ -105,6 +129,17 @@ static inline int64_t bn_block_count(const bn_part *p, const ln_bn_geom *g, int6
   }
   bn_rect r = bn_plane_block(p, g, b);
   return (r.j1 - r.j0) * (r.i1 - r.i0);
+}
+
+/* Chan's merge of a partial (mean mu, sum of squared deviations m2u, over
+** nu values) into (mean, m2) over n values: f = nu / (n + nu) and
+** w = n * nu / (n + nu); `first` when n is 0. Blocks merge into units and
+** units into the result through it. */
+static inline void bn_merge(bool first, double *mean, double *m2, double mu, double m2u,
+                            double f, double w) {
+  double delta = mu - *mean;
+  *mean = first ? mu : *mean + delta * f;
+  *m2 = first ? m2u : *m2 + m2u + delta * delta * w;
 }
 
 /* The loop tables: baseline, and AVX2+FMA where the compiler can target

@@ -248,10 +248,9 @@ static ln_status bn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **gr
   const double *mean = s->v, *invstd = s->v + C;
   ln_dtype dt = ln_tensor_dtype(x);
   ln_status st = LN_OK;
-  double *buf = calloc((size_t)(7 * C + 1), sizeof(double));
+  double *buf = calloc((size_t)(5 * C + 1), sizeof(double));
   if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm backward");
-  double *wv = buf, *sdy = wv + C, *sdyx = sdy + C, *ca = sdyx + C, *cb = ca + C;
-  double *cd = cb + C, *zero = cd + C;
+  double *wv = buf, *sdy = wv + C, *sdyx = sdy + C, *ca = sdyx + C, *zero = ca + C;
   ln_bn_plan plan;
   ln_bn_view xv, gv, dv;
   if (M == 0) {  /* empty input: zero gradients */
@@ -267,23 +266,19 @@ static ln_status bn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **gr
   ln_bn_view_for(&plan, x, &xv);
   if (!(dy = grad_like(&plan, x, g, &gv))) goto fail;
   vec_load(w, C, 1.0, wv);
-  if (need_w || need_b || (need_x && s->training)) {
-    st = ln_bn_cpu_grad_sums(dt, &plan.g, &xv, &gv, mean, sdy, sdyx);
-    if (st != LN_OK) goto done;
-  }
   if (need_x) {
     if (!(dx = ln_bn_empty(&plan, x, dt))) goto fail;
     ln_bn_view_for(&plan, dx, &dv);
-    for (int64_t c = 0; c < C; c++) {
-      ca[c] = wv[c] * invstd[c];
-      cb[c] = -ca[c] * invstd[c] * invstd[c] * sdyx[c] / (double)M;
-      cd[c] = -ca[c] * sdy[c] / (double)M;
-    }
-    st = s->training
-      ? ln_bn_cpu_grad_input(dt, &plan.g, &xv, &gv, &dv, mean, ca, cb, cd)
-      : ln_bn_cpu_affine(dt, &plan.g, &gv, &dv, zero, ca, zero);
-    if (st != LN_OK) goto done;
   }
+  if (s->training && (need_x || need_w || need_b)) {
+    st = ln_bn_cpu_train_backward(dt, &plan.g, &xv, &gv, need_x ? &dv : NULL, mean, invstd,
+                                  wv, sdy, sdyx);
+  } else {
+    if (need_w || need_b) st = ln_bn_cpu_grad_sums(dt, &plan.g, &xv, &gv, mean, sdy, sdyx);
+    for (int64_t c = 0; c < C; c++) ca[c] = wv[c] * invstd[c];
+    if (st == LN_OK && need_x) st = ln_bn_cpu_affine(dt, &plan.g, &gv, &dv, zero, ca, zero);
+  }
+  if (st != LN_OK) goto done;
   for (int64_t c = 0; c < C; c++) sdyx[c] *= invstd[c];
   if ((need_w && !(grad_in[1] = param_grad(w, sdyx))) ||
       (need_b && !(grad_in[2] = param_grad(b, sdy))))
@@ -397,21 +392,20 @@ ln_tensor *ln_batch_norm(ln_tensor *input, ln_tensor *running_mean,
   if (!(out = ln_bn_empty(&plan, x, dt))) goto fail;
   ln_bn_view_for(&plan, out, &ov);
 
+  vec_load(weight, C, 1.0, a);
+  vec_load(bias, C, 0.0, b);
   if (training) {
-    if (ln_bn_cpu_stats(dt, &plan.g, &xv, mean, var) != LN_OK) goto fail;
+    if (ln_bn_cpu_train_forward(dt, &plan.g, &xv, &ov, a, b, eps, mean, var) != LN_OK)
+      goto fail;
     if (running_mean)
-      update_running(running_mean, running_var, C, M, momentum, mean, var, a);
+      update_running(running_mean, running_var, C, M, momentum, mean, var, invstd);
   } else {
     vec_load(running_mean, C, 0, mean);
     vec_load(running_var, C, 0, var);
+    for (int64_t c = 0; c < C; c++) a[c] *= 1.0 / sqrt(var[c] + eps);
+    if (ln_bn_cpu_affine(dt, &plan.g, &xv, &ov, mean, a, b) != LN_OK) goto fail;
   }
-  vec_load(weight, C, 1.0, a);
-  vec_load(bias, C, 0.0, b);
-  for (int64_t c = 0; c < C; c++) {
-    invstd[c] = 1.0 / sqrt(var[c] + eps);
-    a[c] *= invstd[c];
-  }
-  if (ln_bn_cpu_affine(dt, &plan.g, &xv, &ov, mean, a, b) != LN_OK) goto fail;
+  for (int64_t c = 0; c < C; c++) invstd[c] = 1.0 / sqrt(var[c] + eps);
   if (grad && record(out, input, x, weight, bias, training, mean, invstd) != LN_OK)
     goto fail;
   ln_tensor_release(x);

@@ -22,9 +22,10 @@
 ** the mean into the shift.
 **
 ** Variants reuse them: statistics over a narrowed batch (ghost BN) are the
-** stats kernel on a narrowed view; any backward that is BatchNorm's with
-** other per-channel scalars (frozen BN, BatchRenorm's r) is grad_sums then
-** grad_input with its own coefficients.
+** stats kernel on a narrowed view; a backward that is BatchNorm's with
+** other per-channel scalars is train_backward (BatchRenorm: w*r for w) or,
+** with the running statistics as constants (frozen BN), grad_sums and
+** affine on dy.
 */
 #ifndef LN_BATCHNORM_KERNELS_H
 #define LN_BATCHNORM_KERNELS_H
@@ -71,22 +72,31 @@ ln_tensor *ln_bn_empty(const ln_bn_plan *p, const ln_tensor *like, ln_dtype dtyp
 /* Let the kernels use the CPU's wider vector instructions (the default)
 ** or only the baseline ones, for tests of both builds. */
 void ln_bn_cpu_allow_simd(bool allow);
+
 /* Per-channel mean and biased variance of x over its outer*inner values
 ** (at least one). */
 ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                           double *mean, double *var);
-/* y = (x - mean[c]) * a[c] + b[c]; y may be x itself. */
+/* y = (x - mean[c]) * a[c] + b[c]. */
 ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                            const ln_bn_view *y, const double *mean, const double *a,
                            const double *b);
+/* Training forward: the batch mean and biased variance into mean, var, and
+** y = (x - mean[c]) * w[c] / sqrt(var[c] + eps) + b[c]. */
+ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                                  const ln_bn_view *y, const double *w, const double *b,
+                                  double eps, double *mean, double *var);
 /* sum_dy[c] = sum of dy, sum_dyx[c] = sum of dy * (x - mean[c]). */
 ln_status ln_bn_cpu_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                               const ln_bn_view *dy, const double *mean,
                               double *sum_dy, double *sum_dyx);
-/* dx = dy * a[c] + (x - mean[c]) * b[c] + d[c]. */
-ln_status ln_bn_cpu_grad_input(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
-                               const ln_bn_view *dy, const ln_bn_view *dx,
-                               const double *mean, const double *a, const double *b,
-                               const double *d);
+/* Training backward through the batch statistics (mean, invstd): the sums
+** as above and, when dx is not NULL, with M = outer*inner values,
+**   dx = w*invstd * (dy - sum_dy/M - (x - mean) * invstd^2 * sum_dyx/M).
+** BatchRenorm's backward is this one with w*r for w. */
+ln_status ln_bn_cpu_train_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                                   const ln_bn_view *dy, const ln_bn_view *dx,
+                                   const double *mean, const double *invstd,
+                                   const double *w, double *sum_dy, double *sum_dyx);
 
 #endif

@@ -636,13 +636,14 @@ static bool same_bits(const ln_tensor *a, const ln_tensor *b) {
 }
 
 /* One training forward and backward; the results in out[0..4]. */
-static void train_step(const int64_t *sizes, int nd, layout L, int threads, ln_tensor **out) {
+static void train_step(const int64_t *sizes, int nd, ln_dtype dt, layout L, int threads,
+                       ln_tensor **out) {
   uint64_t seed = rng;
   omp_set_num_threads(threads);
-  ln_tensor *x = make(sizes, nd, LN_F32, L), *w = vec(sizes[1], LN_F32, 0.5, 2);
-  ln_tensor *rm = vec(sizes[1], LN_F32, 0, 0), *rv = vec(sizes[1], LN_F32, 1, 1);
+  ln_tensor *x = make(sizes, nd, dt, L), *w = vec(sizes[1], dt, 0.5, 2);
+  ln_tensor *rm = vec(sizes[1], dt, 0, 0), *rv = vec(sizes[1], dt, 1, 1);
   fill_uniform(x, -1, 3);
-  ln_tensor *dy = make(sizes, nd, LN_F32, L);
+  ln_tensor *dy = make(sizes, nd, dt, L);
   fill_uniform(dy, -1, 1);
   ln_tensor_set_requires_grad(x, true);
   ln_tensor_set_requires_grad(w, true);
@@ -672,8 +673,8 @@ static void test_threads(void) {
     for (int L = 0; L < 2; L++) {
       if (shapes[s].nd == 2 && L == L_CL) continue;
       ln_tensor *one[5], *two[5];
-      train_step(shapes[s].sizes, shapes[s].nd, (layout)L, 1, one);
-      train_step(shapes[s].sizes, shapes[s].nd, (layout)L, 2, two);
+      train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 1, one);
+      train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 2, two);
       for (int i = 0; i < 5; i++) {
         if (!same_bits(one[i], two[i])) {
           CHECK(false);
