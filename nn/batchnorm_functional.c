@@ -5,9 +5,11 @@
 **
 ** The input is normalized in its own layout when the kernels have one for
 ** it (batchnorm_kernels.h), else after a contiguous copy; the output is
-** laid out like what the kernels ran on. Per-channel work (statistics
-** merges, running-stat updates, coefficients) is done here in double on
-** C-length vectors. The node saves the input the kernels read (an alias),
+** laid out like what the kernels ran on (so also a 3D (N, C, L) input with
+** C innermost keeps its layout, where PyTorch returns a contiguous one).
+** Parameters and running statistics, of any dtype the checks allow, are
+** read and updated here as double C-length vectors. The node saves the
+** input the kernels read (an alias),
 ** the weight and bias (for their shape and dtype) and, in `extra`, the
 ** per-channel mean and inverse std used -- the batch's in training, a copy
 ** of the running stats' in eval -- and nothing of the input's size.
@@ -270,7 +272,7 @@ static ln_status bn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **gr
     if (!(dx = ln_bn_empty(&plan, x, dt))) goto fail;
     ln_bn_view_for(&plan, dx, &dv);
   }
-  if (s->training && (need_x || need_w || need_b)) {
+  if (s->training) {
     st = ln_bn_cpu_train_backward(dt, &plan.g, &xv, &gv, need_x ? &dv : NULL, mean, invstd,
                                   wv, sdy, sdyx);
   } else {
@@ -309,7 +311,6 @@ static ln_status record(ln_tensor *out, ln_tensor *input, ln_tensor *x, ln_tenso
   bn_saved *s = malloc(sizeof *s + sizeof(double) * (size_t)(2 * C));
   ln_node *node = s ? ln_node_new("NativeBatchNormBackward0", bn_backward, inputs, 3, 1)
                     : NULL;
-  ln_tensor *saved[3] = { NULL, NULL, NULL };
   if (!node) goto fail;
   s->C = C;
   s->training = training;
@@ -319,11 +320,11 @@ static ln_status record(ln_tensor *out, ln_tensor *input, ln_tensor *x, ln_tenso
   node->free_extra = free;
   s = NULL;
   ln_tensor *src[3] = { x, weight, bias };
-  for (int i = 0; i < 3; i++) {
-    if (src[i] && !(saved[i] = ln_detach(src[i]))) goto fail;
-    ln_node_save(node, saved[i]);
-    ln_tensor_release(saved[i]);
-    saved[i] = NULL;
+  for (int i = 0; i < 3; i++) {  /* aliases without history: no cycles */
+    ln_tensor *alias = src[i] ? ln_detach(src[i]) : NULL;
+    if (src[i] && !alias) goto fail;
+    ln_node_save(node, alias);
+    ln_tensor_release(alias);
   }
   ln_set_history(out, node, 0);
   ln_node_release(node);
