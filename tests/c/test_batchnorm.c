@@ -413,6 +413,34 @@ static void test_permuted_nhwc(void) {
   CHECK(ln_tensor_live_count() == live);
 }
 
+/* An expanded gradient (stride 0, as from y:sum():backward()) is copied
+** into x's layout: with dy = 1 everywhere, training dx is 0 and dbias is M. */
+static void test_expanded_grad(void) {
+  int64_t live = ln_tensor_live_count();
+  const int64_t sizes[] = { 3, 5, 4, 6 }, one = 1;
+  for (int L = 0; L < 2; L++) {
+    ln_tensor *x = make(sizes, 4, LN_F32, (layout)L), *b = vec(5, LN_F32, 0, 1);
+    fill_uniform(x, -1, 1);
+    ln_tensor_set_requires_grad(x, true);
+    ln_tensor_set_requires_grad(b, true);
+    ln_tensor *y = ln_batch_norm(x, NULL, NULL, NULL, b, true, MOMENTUM, EPS);
+    ln_tensor *o = ln_ones(&one, 1, LN_F32, CPU), *dy = ln_expand(o, sizes, 4);
+    CHECK_OK(ln_backward(y, dy, false));
+    double *gx = values(ln_tensor_grad(x)), *gb = values(ln_tensor_grad(b)), worst = 0;
+    for (int64_t i = 0; i < 3 * 5 * 24; i++) worst = fmax(worst, fabs(gx[i]));
+    CHECK(worst < 1e-5);
+    CHECK_NEAR(gb[2], 72, 1e-4);
+    free(gx);
+    free(gb);
+    ln_tensor_release(dy);
+    ln_tensor_release(o);
+    ln_tensor_release(y);
+    ln_tensor_release(x);
+    ln_tensor_release(b);
+  }
+  CHECK(ln_tensor_live_count() == live);
+}
+
 /* ---- gradients by finite differences (float64) ---- */
 
 typedef struct gc_ud {
@@ -696,6 +724,7 @@ int main(void) {
   test_far_from_zero();
   ln_bn_cpu_allow_simd(true);
   test_permuted_nhwc();
+  test_expanded_grad();
   test_gradcheck();
   test_far_from_zero();
   test_nan();
