@@ -1,8 +1,8 @@
 /*
 ** l_lunet.c -- luaopen_lunet: builds the `lunet` table from every binding
-** file, loads lunet.nn / lunet.optim / lunet.dist lazily on first access,
-** and installs the out-of-memory handler (a full collection, then the
-** allocator retries once).
+** file, loads lunet.nn / lunet.optim / lunet.dist / lunet.data lazily on
+** first access, and installs the out-of-memory handler (a full collection,
+** then the allocator retries once).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +90,7 @@ static void install_oom_handler(lua_State *L) {
 /* ---- lazy submodules: lunet.nn is require("lunet.nn") ---- */
 
 static int lazy_index(lua_State *L) {
-  static const char *const subs[] = { "nn", "optim", "dist", NULL };
+  static const char *const subs[] = { "nn", "optim", "dist", "data", NULL };
   const char *k = lua_tostring(L, 2);
   if (lua_type(L, 2) != LUA_TSTRING) return 0;
   for (int i = 0; subs[i]; i++) {
@@ -136,6 +136,8 @@ int luaopen_lunet(lua_State *L) {
   ln_lua_open_io(L);
   ln_lua_open_module(L);
   ln_lua_open_batchnorm(L);
+  ln_lua_open_optim(L);
+  ln_lua_open_index(L);
   ln_lua_open_bench(L);
   ln_lua_open_dist(L);
 
