@@ -43,6 +43,8 @@ typedef struct ln_backend {
   ln_status (*fill)(int index, void *ptr, size_t n, size_t elem_size,
                     const void *elem);
   bool (*supports)(ln_backend_op op, ln_dtype dtype);
+  /* Give cached free blocks back to the system; NULL when nothing is cached. */
+  void (*empty_cache)(void);
 } ln_backend;
 
 /* Register `b` for a device type (replaces any previous one). */

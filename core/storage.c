@@ -60,6 +60,11 @@ void ln_memory_stats_reset_peak(ln_device dev) {
                           __ATOMIC_RELAXED);
 }
 
+void ln_empty_cache(ln_device_type type) {
+  const ln_backend *b = ln_backend_get(type);
+  if (b && b->empty_cache) b->empty_cache();
+}
+
 /* Allocate on the device's backend; on failure give the out-of-memory
 ** handler one chance (a full GC in Lua) and retry once. */
 static void *device_alloc(const ln_backend *b, ln_device dev, size_t nbytes) {

@@ -45,4 +45,8 @@ typedef struct ln_memory_stats {
 ln_memory_stats ln_memory_stats_get(ln_device dev);
 void ln_memory_stats_reset_peak(ln_device dev);
 
+/* Give the blocks a device's allocator keeps for reuse back to the system
+** (they do not count as in use). */
+void ln_empty_cache(ln_device_type type);
+
 #endif

@@ -3,7 +3,7 @@
 **   lunet.save(path, {name=tensor, ...}, {metadata={k="v"}}) -> true | nil, msg
 **   lunet.load(path) -> {name=tensor, ...}, metadata | nil, msg
 **   lunet.memory_stats() -> {cpu={in_use=, peak=, allocations=}, ["cuda:0"]=...}
-**   lunet.reset_peak_memory_stats()
+**   lunet.reset_peak_memory_stats()   lunet.empty_cache()
 ** Files are safetensors (core/safetensors.h); tensors are written in name
 ** order. A state dict's `_metadata` table ({[""]={version=1},
 ** ["1"]={version=2}}) is stored in the file's __metadata__ under
@@ -328,9 +328,17 @@ static int l_reset_peak(lua_State *L) {
   return 0;
 }
 
+/* lunet.empty_cache() : give every allocator's cached free blocks back to
+** the system (they never count as in use). */
+static int l_empty_cache(lua_State *L) {
+  (void)L;
+  for (int t = 0; t < LN_DEVICE_TYPE_COUNT; t++) ln_empty_cache((ln_device_type)t);
+  return 0;
+}
+
 static const luaL_Reg funcs[] = {
   { "save", l_save }, { "load", l_load }, { "memory_stats", l_memory_stats },
-  { "reset_peak_memory_stats", l_reset_peak },
+  { "reset_peak_memory_stats", l_reset_peak }, { "empty_cache", l_empty_cache },
   { NULL, NULL }
 };
 

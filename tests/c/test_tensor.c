@@ -161,6 +161,27 @@ static void test_refcounts(void) {
   CHECK(ln_memory_stats_get(LN_DEVICE_CPU).in_use == before.in_use);
 }
 
+/* Large freed blocks are reused (no fresh pages for the next activation)
+** and never count as in use; empty_cache gives them back. */
+static void test_block_cache(void) {
+  int64_t n = 1 << 20;
+  ln_tensor *a = ln_empty(&n, 1, LN_F32, CPU);
+  void *pa = ln_tensor_data(a);
+  int64_t in_use = ln_memory_stats_get(CPU).in_use;
+  ln_tensor_release(a);
+  CHECK(ln_memory_stats_get(CPU).in_use == in_use - 4 * n);
+  int64_t m = n - 1000;  /* a little smaller still fits the cached block */
+  ln_tensor *b = ln_empty(&m, 1, LN_F32, CPU);
+  CHECK(ln_tensor_data(b) == pa);
+  ln_tensor_release(b);
+  int64_t half = n / 2;  /* much smaller does not take it */
+  ln_tensor *c = ln_empty(&half, 1, LN_F32, CPU);
+  CHECK(ln_tensor_data(c) != pa);
+  ln_tensor_release(c);
+  ln_empty_cache(LN_CPU);
+  ln_empty_cache(LN_CUDA);  /* no backend or nothing cached: a no-op */
+}
+
 static void test_from_storage(void) {
   ln_storage *s = ln_storage_new(LN_DEVICE_CPU, 6 * sizeof(float));
   ln_tensor *t = ln_from_storage(s, LN_F32, (int64_t[]){ 2, 3 }, (int64_t[]){ 3, 1 }, 2, 0);
@@ -215,6 +236,7 @@ int main(void) {
   test_channels_last();
   test_views();
   test_refcounts();
+  test_block_cache();
   test_from_storage();
   test_dtypes();
   test_devices();
