@@ -331,6 +331,35 @@ describe("digits", function()
   end)
 end)
 
+describe("training with lunet.data and lunet.optim", function()
+  it("fits softmax regression on the digits to over 90% test accuracy", function()
+    local optim = require("lunet.optim")
+    lunet.manual_seed(0)
+    local images, labels = assert(data.digits())
+    local x = images:view(-1, 64)
+    local train, test = data.train_test_split(labels:size(1), { seed = 0 })
+    local loader = data.DataLoader(data.TensorDataset(x:index_select(1, train), labels:index_select(1, train)),
+                                   { batch_size = 64, shuffle = true, seed = 0 })
+    local w = (lunet.randn(64, 10) * 0.01):requires_grad_(true)
+    local b = lunet.zeros(10):requires_grad_(true)
+    local opt = optim.Adam({ w, b }, { lr = 0.05 })
+    local classes = lunet.arange(1, 11):view(1, 10)
+    for _ = 1, 10 do
+      for _, xb, yb in loader:iter() do
+        local logits = xb:matmul(w) + b
+        local shifted = logits - logits:max(2, { keepdim = true }):detach()
+        local logp = shifted - shifted:exp():sum(2, { keepdim = true }):log()
+        local loss = -(yb:view(-1, 1):eq(classes):float() * logp):sum() / xb:size(1)
+        opt:zero_grad()
+        loss:backward()
+        opt:step()
+      end
+    end
+    local pred = (x:index_select(1, test):matmul(w) + b):argmax(2)
+    assert.is_true(pred:eq(labels:index_select(1, test)):float():mean():item() > 0.9)
+  end)
+end)
+
 describe("lunet.data", function()
   it("is lunet.data, loaded lazily", function()
     assert.are.equal(data, lunet.data)

@@ -132,24 +132,26 @@ function Optimizer:zero_grad(set_to_none)
 end
 
 --- opt:step([closure]) -> closure's result: one update of every parameter
--- that has a grad. The closure (which re-evaluates the loss and calls
--- backward) runs first, with grad mode on.
+-- that has a grad, with grad mode off. The closure (which re-evaluates the
+-- loss and calls backward) runs first, with grad mode on.
 function Optimizer:step(closure)
   local loss
   if closure ~= nil then loss = lunet.enable_grad(closure) end
-  for _, g in ipairs(self.param_groups) do
-    for _, p in ipairs(g.params) do
-      local grad = p.grad
-      if grad ~= nil then
-        local state = self.state[p]
-        if state == nil then
-          state = self.init_state(p, g)
-          self.state[p] = state
+  lunet.no_grad(function()
+    for _, g in ipairs(self.param_groups) do
+      for _, p in ipairs(g.params) do
+        local grad = p.grad
+        if grad ~= nil then
+          local state = self.state[p]
+          if state == nil then
+            state = self.init_state(p, g)
+            self.state[p] = state
+          end
+          self.update(g, p, grad, state)
         end
-        self.update(g, p, grad, state)
       end
     end
-  end
+  end)
   return loss
 end
 
