@@ -7,6 +7,11 @@ local optim = require("lunet.optim")
 local helpers = require("tests.spec.helpers")
 local err, f32, f64 = helpers.err, helpers.f32, helpers.f64
 
+-- fn(...) raises an error containing msg (plain text).
+local function raises(msg, fn, ...)
+  assert.matches(msg, err(fn, ...), 1, true)
+end
+
 local FIXTURES = "tests/fixtures/optim/cases.safetensors"
 
 -- A fresh leaf parameter with t's values.
@@ -121,9 +126,10 @@ end)
 -- Params, gradients and an optimizer for the resume tests.
 local function setup(cls, opts, dtype)
   lunet.manual_seed(3)
-  local ps = { param(lunet.randn(4, 3, { dtype = dtype })), param(lunet.randn(5, { dtype = dtype })) }
+  local o = { dtype = dtype }
+  local ps = { param(lunet.randn(4, 3, o)), param(lunet.randn(5, o)) }
   local grads = {}
-  for k = 1, 6 do grads[k] = { lunet.randn(4, 3, { dtype = dtype }), lunet.randn(5, { dtype = dtype }) } end
+  for k = 1, 6 do grads[k] = { lunet.randn(4, 3, o), lunet.randn(5, o) } end
   return ps, grads, optim[cls]({ { params = { ps[1] } }, { params = { ps[2] }, lr = 0.02 } }, opts)
 end
 
@@ -167,7 +173,7 @@ describe("state_dict", function()
     { "Adam", { lr = 0.01, amsgrad = true, weight_decay = 0.1 } },
     { "AdamW", { lr = 0.01 } },
   }) do
-    it(case[1] .. " saves with lunet.save, loads and continues exactly as without a break", function()
+    it(case[1] .. " saves, loads and continues exactly as without a break", function()
       for _, dtype in ipairs({ "float32", "float64" }) do
         local ps, grads, opt = setup(case[1], case[2], dtype)
         run_steps(opt, ps, grads, 1, 3)
@@ -231,21 +237,21 @@ describe("state_dict", function()
     run_steps(opt, ps, grads, 1, 1)
     local sd = opt:state_dict()
     local one = optim.SGD({ ps[1] }, { lr = 0.1 })
-    assert.matches("loaded state dict has a different number of parameter groups",
-                   err(one.load_state_dict, one, sd), 1, true)
+    raises("loaded state dict has a different number of parameter groups",
+           one.load_state_dict, one, sd)
     local two = optim.SGD({ { params = { ps[1], ps[2] } }, { params = { param(f32({ 1 })) } } })
-    assert.matches("loaded state dict contains a parameter group that doesn't match the size of optimizer's group",
-                   err(two.load_state_dict, two, sd), 1, true)
+    raises("loaded state dict contains a parameter group that doesn't match the size "
+           .. "of optimizer's group", two.load_state_dict, two, sd)
     local before = opt.state[ps[1]].momentum_buffer
     local bad = opt:state_dict()
     bad.param_groups[2] = { params = { 2 }, lr = -1, momentum = 0.9 }
-    assert.matches("Invalid learning rate: -1", err(opt.load_state_dict, opt, bad), 1, true)
+    raises("Invalid learning rate: -1", opt.load_state_dict, opt, bad)
     bad = opt:state_dict()
     bad.state[1].momentum_buffer = f32({ 1, 2 })
-    assert.matches("does not match its parameter's shape", err(opt.load_state_dict, opt, bad), 1, true)
+    raises("does not match its parameter's shape", opt.load_state_dict, opt, bad)
     assert.are.equal(before, opt.state[ps[1]].momentum_buffer)
     assert.are.equal(0.1, opt.param_groups[1].lr)
-    assert.matches("'state' and 'param_groups' expected", err(opt.load_state_dict, opt, {}), 1, true)
+    raises("'state' and 'param_groups' expected", opt.load_state_dict, opt, {})
   end)
 end)
 
@@ -279,9 +285,8 @@ describe("flatten_state_dict / unflatten_state_dict", function()
     local t, meta = optim.flatten_state_dict(opt:state_dict())
     assert.are.equal("0.5", meta["optim.param_groups.1.lr"])
     assert.is_nil(next(t))
-    assert.matches("no optimizer state under the prefix 'x.'",
-                   err(optim.unflatten_state_dict, t, meta, "x."), 1, true)
-    assert.matches("optimizer state dict expected", err(optim.flatten_state_dict, {}), 1, true)
+    raises("no optimizer state under the prefix 'x.'", optim.unflatten_state_dict, t, meta, "x.")
+    raises("optimizer state dict expected", optim.flatten_state_dict, {})
   end)
 end)
 
@@ -326,8 +331,8 @@ describe("step and zero_grad", function()
     opt:step()
     assert.is_true(math.abs(a:item() - 0.9) < 1e-6)    -- Adam's first step moves lr
     assert.is_true(math.abs(b:item() - 0.99) < 1e-6)
-    assert.matches("some parameters appear in more than one parameter group",
-                   err(opt.add_param_group, opt, { params = { a } }), 1, true)
+    raises("some parameters appear in more than one parameter group",
+           opt.add_param_group, opt, { params = { a } })
   end)
 
   it("AdamW decays weights decoupled with weight_decay=1e-2 by default", function()
@@ -394,7 +399,8 @@ describe("layouts and dtypes", function()
 
   it("gradients of another dtype are converted", function()
     local p, q = param(f32({ 1, 2 })), param(f32({ 1, 2 }))
-    local o1, o2 = optim.SGD({ p }, { lr = 0.5, momentum = 0.9 }), optim.SGD({ q }, { lr = 0.5, momentum = 0.9 })
+    local o1 = optim.SGD({ p }, { lr = 0.5, momentum = 0.9 })
+    local o2 = optim.SGD({ q }, { lr = 0.5, momentum = 0.9 })
     p.grad, q.grad = f64({ 0.25, -1 }), f32({ 0.25, -1 })
     o1:step()
     o2:step()
@@ -430,19 +436,19 @@ describe("errors", function()
   local p = { param(f64({ 1 })) }
 
   it("reject bad option values with PyTorch's messages", function()
-    assert.matches("Invalid learning rate: -0.1", err(optim.Adam, p, { lr = -0.1 }), 1, true)
-    assert.matches("Invalid learning rate: -1", err(optim.AdamW, p, { lr = -1 }), 1, true)
-    assert.matches("Invalid epsilon value: -1e-08", err(optim.Adam, p, { eps = -1e-8 }), 1, true)
-    assert.matches("Invalid beta parameter at index 1: 1.0", err(optim.Adam, p, { betas = { 1.0, 0.9 } }), 1, true)
-    assert.matches("Invalid beta parameter at index 2: -0.5", err(optim.Adam, p, { betas = { 0.9, -0.5 } }), 1, true)
-    assert.matches("Invalid weight_decay value: -0.01", err(optim.AdamW, p, { weight_decay = -0.01 }), 1, true)
-    assert.matches("Invalid weight_decay value: -1", err(optim.SGD, p, { weight_decay = -1 }), 1, true)
-    assert.matches("Invalid momentum value: -0.5", err(optim.SGD, p, { momentum = -0.5 }), 1, true)
-    assert.matches("Nesterov momentum requires a momentum and zero dampening",
-                   err(optim.SGD, p, { momentum = 0.9, dampening = 0.1, nesterov = true }), 1, true)
-    assert.matches("option 'betas' must be a table of two numbers", err(optim.Adam, p, { betas = 0.9 }), 1, true)
-    assert.matches("option 'amsgrad' must be a boolean", err(optim.Adam, p, { amsgrad = 1 }), 1, true)
-    assert.matches("unknown option 'momentum'", err(optim.Adam, p, { momentum = 0.9 }), 1, true)
+    raises("Invalid learning rate: -0.1", optim.Adam, p, { lr = -0.1 })
+    raises("Invalid learning rate: -1", optim.AdamW, p, { lr = -1 })
+    raises("Invalid epsilon value: -1e-08", optim.Adam, p, { eps = -1e-8 })
+    raises("Invalid beta parameter at index 1: 1.0", optim.Adam, p, { betas = { 1.0, 0.9 } })
+    raises("Invalid beta parameter at index 2: -0.5", optim.Adam, p, { betas = { 0.9, -0.5 } })
+    raises("Invalid weight_decay value: -0.01", optim.AdamW, p, { weight_decay = -0.01 })
+    raises("Invalid weight_decay value: -1", optim.SGD, p, { weight_decay = -1 })
+    raises("Invalid momentum value: -0.5", optim.SGD, p, { momentum = -0.5 })
+    raises("Nesterov momentum requires a momentum and zero dampening",
+           optim.SGD, p, { momentum = 0.9, dampening = 0.1, nesterov = true })
+    raises("option 'betas' must be a table of two numbers", optim.Adam, p, { betas = 0.9 })
+    raises("option 'amsgrad' must be a boolean", optim.Adam, p, { amsgrad = 1 })
+    raises("unknown option 'momentum'", optim.Adam, p, { momentum = 0.9 })
   end)
 
   it("point at the caller", function()
@@ -454,18 +460,18 @@ describe("errors", function()
   end)
 
   it("reject bad parameter lists", function()
-    assert.matches("table of tensors expected, got a single tensor", err(optim.Adam, p[1]), 1, true)
-    assert.matches("Adam got an empty parameter list", err(optim.Adam, {}), 1, true)
-    assert.matches("parameter 2 is not a tensor", err(optim.Adam, { p[1], 3 }), 1, true)
-    assert.matches("duplicate parameters", err(optim.Adam, { p[1], p[1] }), 1, true)
+    raises("table of tensors expected, got a single tensor", optim.Adam, p[1])
+    raises("Adam got an empty parameter list", optim.Adam, {})
+    raises("parameter 2 is not a tensor", optim.Adam, { p[1], 3 })
+    raises("duplicate parameters", optim.Adam, { p[1], p[1] })
     local leaf = param(f32({ 1 }))
-    assert.matches("can't optimize a non-leaf Tensor", err(optim.SGD, { leaf * 2 }), 1, true)
+    raises("can't optimize a non-leaf Tensor", optim.SGD, { leaf * 2 })
   end)
 
   it("reject parameters that cannot be updated when stepping", function()
     local i = lunet.tensor({ 1, 2 })
     local opt = optim.SGD({ i }, { lr = 1 })
     i.grad = lunet.tensor({ 1, 1 })
-    assert.matches("can only optimize Tensors of floating point dtype", err(opt.step, opt), 1, true)
+    raises("can only optimize Tensors of floating point dtype", opt.step, opt)
   end)
 end)

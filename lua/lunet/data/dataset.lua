@@ -36,7 +36,8 @@ local function index_tensor(idx, who)
     return idx
   end
   if type(idx) ~= "table" then
-    error(("bad argument #2 to '%s' (index tensor or table expected, got %s)"):format(who, type(idx)), 3)
+    error(("bad argument #2 to '%s' (index tensor or table expected, got %s)")
+          :format(who, type(idx)), 3)
   end
   return lunet.tensor(idx, { dtype = "int64" }):view(-1)
 end
@@ -52,7 +53,9 @@ TensorDataset.__name = "TensorDataset"
 -- The tensors are detached: batches never carry autograd history.
 function M.TensorDataset(...)
   local tensors = table.pack(...)
-  if tensors.n == 0 then error("bad argument #1 to 'TensorDataset' (tensor expected, got no value)", 2) end
+  if tensors.n == 0 then
+    error("bad argument #1 to 'TensorDataset' (tensor expected, got no value)", 2)
+  end
   for i = 1, tensors.n do
     local t = tensors[i]
     if not lunet.is_tensor(t) then
@@ -100,7 +103,8 @@ function M.Subset(ds, indices)
   local list, n = idx:tolist(), #ds
   for k, i in ipairs(list) do
     if i < 1 or i > n then
-      error(("Subset: index %d (at %d) is out of range for a dataset of %d samples"):format(i, k, n), 2)
+      error(("Subset: index %d (at %d) is out of range for a dataset of %d samples")
+            :format(i, k, n), 2)
     end
   end
   local self = setmetatable({ dataset = ds, indices = idx, list = list }, Subset)
@@ -110,7 +114,10 @@ end
 
 function Subset:get(i)
   local j = self.list[i]
-  if j == nil then error(("index %s is out of range for a Subset of %d samples"):format(tostring(i), #self.list), 2) end
+  if j == nil then
+    error(("index %s is out of range for a Subset of %d samples")
+          :format(tostring(i), #self.list), 2)
+  end
   return self.dataset:get(j)
 end
 
@@ -123,7 +130,8 @@ end
 -- alone), the rest for training; without shuffle, the last ones test.
 function M.train_test_split(n, opts)
   if math.type(n) ~= "integer" or n < 0 then
-    error(("bad argument #1 to 'train_test_split' (non-negative integer expected, got %s)"):format(tostring(n)), 2)
+    error(("bad argument #1 to 'train_test_split' (non-negative integer expected, got %s)")
+          :format(tostring(n)), 2)
   end
   opts = opts or {}
   for k in pairs(opts) do
@@ -139,7 +147,8 @@ function M.train_test_split(n, opts)
   if math.type(seed) ~= "integer" then error("train_test_split: seed must be an integer", 2) end
   local n_test = math.ceil(frac * n)
   if n - n_test <= 0 then
-    error(("With n_samples=%d and test_fraction=%s, the resulting train set will be empty"):format(n, frac), 2)
+    error(("With n_samples=%d and test_fraction=%s, the resulting train set will be empty")
+          :format(n, frac), 2)
   end
   local order
   if opts.shuffle == false then

@@ -71,9 +71,12 @@ return function(opts)
       end
       if k <= 64 then pixels[#pixels + 1] = v else labels[n], digits[n] = v + 1, v end
     end
-    if k ~= 65 then return nil, ("bad digits data at line %d of %s: %d fields, expected 65"):format(n, path, k) end
+    if k ~= 65 then
+      return nil, ("bad digits data at line %d of %s: %d fields, expected 65"):format(n, path, k)
+    end
   end
   if n == 0 then return nil, "no digits data in " .. path end
   local images = lunet.tensor(pixels, { dtype = "float32" }):view(n, 1, 8, 8):div_(16)
-  return images, lunet.tensor(labels, { dtype = "int64" }), lunet.tensor(digits, { dtype = "int64" })
+  local int64 = { dtype = "int64" }
+  return images, lunet.tensor(labels, int64), lunet.tensor(digits, int64)
 end

@@ -40,14 +40,16 @@ local function new(_, ds, opts)
   end
   opts = opts or {}
   if type(opts) ~= "table" then
-    error(("bad argument #2 to 'DataLoader' (options table expected, got %s)"):format(type(opts)), 2)
+    error(("bad argument #2 to 'DataLoader' (options table expected, got %s)")
+          :format(type(opts)), 2)
   end
   for k in pairs(opts) do
     if not known[k] then error(("DataLoader: unknown option '%s'"):format(tostring(k)), 2) end
   end
   local bs = opts.batch_size or 1
   if math.type(bs) ~= "integer" or bs <= 0 then
-    error(("batch_size should be a positive integer value, but got batch_size=%s"):format(tostring(bs)), 2)
+    error(("batch_size should be a positive integer value, but got batch_size=%s")
+          :format(tostring(bs)), 2)
   end
   if opts.seed ~= nil and math.type(opts.seed) ~= "integer" then
     error("DataLoader: seed must be an integer", 2)
@@ -94,7 +96,8 @@ local function collate_field(list, field)
   end
   if ty == "boolean" then return lunet.tensor(list, { dtype = "bool" }) end
   if ty == "string" then return list end
-  error(("DataLoader: cannot collate field %d of type %s (give a collate function)"):format(field, ty), 0)
+  error(("DataLoader: cannot collate field %d of type %s (give a collate function)")
+        :format(field, ty), 0)
 end
 
 local function default_collate(samples)

@@ -90,7 +90,7 @@ end
 
 --- Optimizer.class(name, spec) -> a class: cls(params, opts) makes one.
 function Optimizer.class(name, spec)
-  local cls = setmetatable({ name = name }, { __index = Optimizer, __call = function(cls, params, opts)
+  local function construct(cls, params, opts)
     if type(params) ~= "table" or lunet.is_tensor(params) then
       error(("bad argument #1 to '%s' (table of tensors expected, got %s)"):format(
         name, lunet.is_tensor(params) and "a single tensor" or type(params)), 2)
@@ -98,13 +98,15 @@ function Optimizer.class(name, spec)
     local self = setmetatable({ defaults = {}, param_groups = {}, state = {} }, cls)
     for k, v in pairs(spec.defaults) do self.defaults[k] = v end
     for k, v in pairs(check_options(opts, spec.defaults, name, 2)) do self.defaults[k] = v end
-    local groups = (params[1] ~= nil and not lunet.is_tensor(params[1])) and params or { { params = params } }
+    local groups = params
+    if params[1] == nil or lunet.is_tensor(params[1]) then groups = { { params = params } } end
     if #groups == 0 or (#groups == 1 and #groups[1].params == 0) then
       error(name .. " got an empty parameter list", 2)
     end
     for _, g in ipairs(groups) do add_group(self, g, 2) end
     return self
-  end })
+  end
+  local cls = setmetatable({ name = name }, { __index = Optimizer, __call = construct })
   cls.__index = cls
   cls.validate, cls.init_state, cls.update = spec.validate, spec.init_state, spec.update
   return cls
@@ -200,16 +202,15 @@ local function load_entry(p, saved, index)
       st[k] = v
     end
   end
-  if type(st.step) == "number" and math.type(st.step) == "float" and st.step == math.floor(st.step) then
-    st.step = math.tointeger(st.step)
-  end
+  if type(st.step) == "number" then st.step = math.tointeger(st.step) or st.step end
   return st
 end
 
 --- opt:load_state_dict(sd): restore the state and the groups' options.
 function Optimizer:load_state_dict(sd)
   if type(sd) ~= "table" or type(sd.state) ~= "table" or type(sd.param_groups) ~= "table" then
-    error("bad argument #1 to 'load_state_dict' (a table with 'state' and 'param_groups' expected)", 2)
+    error("bad argument #1 to 'load_state_dict' "
+          .. "(a table with 'state' and 'param_groups' expected)", 2)
   end
   local saved_groups = sd.param_groups
   if #saved_groups ~= #self.param_groups then
@@ -219,7 +220,8 @@ function Optimizer:load_state_dict(sd)
   for gi, g in ipairs(self.param_groups) do
     local sg = saved_groups[gi]
     if type(sg) ~= "table" or type(sg.params) ~= "table" or #sg.params ~= #g.params then
-      error("loaded state dict contains a parameter group that doesn't match the size of optimizer's group", 2)
+      error("loaded state dict contains a parameter group "
+            .. "that doesn't match the size of optimizer's group", 2)
     end
     local ng = { params = g.params }
     for k, v in pairs(g) do
@@ -236,7 +238,8 @@ function Optimizer:load_state_dict(sd)
   for index, saved in pairs(sd.state) do
     local p = by_index[index]
     if p == nil then
-      error(("loaded state dict has state for parameter %s, which no group lists"):format(tostring(index)), 2)
+      error(("loaded state dict has state for parameter %s, which no group lists")
+            :format(tostring(index)), 2)
     end
     state[p] = load_entry(p, saved, index)
   end
