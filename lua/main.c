@@ -3,32 +3,25 @@
 ** in. It takes lua5.4's command line (`lunet [options] [script [args]]`),
 ** builds the same `arg` table, honours LUA_INIT_5_4 / LUA_INIT, and reports
 ** errors with a traceback as "lunet: msg". Before running anything it opens
-** the standard libraries, preloads the bindings as "lunet" and puts lunet's
-** pure-Lua modules first on package.path, keeping the system's paths so
-** that tools such as busted run unchanged. Alone on a terminal it opens a
-** plain REPL; with stdin not a terminal it runs stdin as a script.
+** the standard libraries and sets lunet up with ln_embed_open (the
+** bindings preloaded as "lunet", lunet's Lua files first on package.path,
+** the system's paths kept so that tools such as busted run unchanged).
+** Alone on a terminal it opens the REPL (repl.c); with stdin not a
+** terminal it runs stdin as a script.
 */
-#define _POSIX_C_SOURCE 200809L  /* readlink, getline */
 
-#include <limits.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
 
-#ifdef LUNET_HAVE_READLINE
-#include <readline/history.h>
-#include <readline/readline.h>
-#endif
-
-#include "lua/lunet_lua.h"
+#include "lua/lunet_embed.h"
+#include "lua/repl.h"
 
 #define PROGNAME "lunet"
 
@@ -47,19 +40,18 @@ static const char usage_text[] =
 
 /* ---- messages ---- */
 
-/* Print msg to stderr, prefixed with "lunet: " unless prefix is false
-** (the REPL reports errors without it, as lua5.4 does). */
-static void message(bool prefix, const char *msg) {
-  if (prefix) fputs(PROGNAME ": ", stderr);
-  fprintf(stderr, "%s\n", msg);
+/* Print "lunet: msg" to stderr. */
+static void message(const char *msg) {
+  fprintf(stderr, PROGNAME ": %s\n", msg);
   fflush(stderr);
 }
 
 /* If status is an error, print the message on top of the stack and pop
 ** it. Returns whether status was LUA_OK. */
-static bool report(lua_State *L, int status, bool prefix) {
+static bool report(lua_State *L, int status) {
   if (status == LUA_OK) return true;
-  message(prefix, lua_tostring(L, -1));
+  const char *msg = lua_tostring(L, -1);
+  message(msg ? msg : "(error object is not a string)");
   lua_pop(L, 1);
   return false;
 }
@@ -71,52 +63,20 @@ static void print_version(void) {
 
 /* ---- protected calls: traceback and Ctrl-C ---- */
 
-static lua_State *volatile running;  /* the state a SIGINT should stop */
-
-static void stop_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
-}
-
-/* Setting a hook is the one thing that is safe from a signal handler: the
-** running code stops at its next call, return or instruction. A second
-** Ctrl-C kills the process (the default action is back). */
-static void on_sigint(int sig) {
-  signal(sig, SIG_DFL);
-  lua_sethook(running, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-}
-
-/* Message handler: turn the error object into a string with a traceback. */
-static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
 /* Call the function below its narg arguments with nres results, in
-** protected mode; on error leaves the message (with traceback) instead. */
-static int docall(lua_State *L, int narg, int nres) {
-  int base = lua_gettop(L) - narg;
-  lua_pushcfunction(L, traceback);
-  lua_insert(L, base);
-  running = L;
-  signal(SIGINT, on_sigint);
-  int status = lua_pcall(L, narg, nres, base);
-  signal(SIGINT, SIG_DFL);
-  lua_remove(L, base);
-  return status;
+** protected mode, Ctrl-C stopping it; on error print the message with a
+** traceback. Returns whether it worked. */
+static bool docall(lua_State *L, int narg, int nres) {
+  ln_interrupt_begin(L);
+  ln_status st = ln_embed_pcall(L, narg, nres);
+  ln_interrupt_end();
+  if (st != LN_OK) message(ln_last_error());
+  return st == LN_OK;
 }
 
 /* Run a chunk already loaded (status from the load) with no arguments. */
 static bool run_loaded(lua_State *L, int status) {
-  if (status == LUA_OK) status = docall(L, 0, 0);
-  return report(L, status, true);
+  return report(L, status) && docall(L, 0, 0);
 }
 
 static bool dostring(lua_State *L, const char *s, const char *name) {
@@ -124,49 +84,6 @@ static bool dostring(lua_State *L, const char *s, const char *name) {
 }
 
 /* ---- setting up the state ---- */
-
-static bool is_dir(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Push the directory holding lunet's pure-Lua modules (the one with a
-** lunet/ folder): the installed one next to this executable first, else
-** the source tree the build came from. Pushes nothing and returns false
-** when neither exists. */
-static bool push_lua_dir(lua_State *L) {
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    *strrchr(exe, '/') = '\0';  /* the kernel gives an absolute path */
-    const char *dir = lua_pushfstring(L, "%s/%s", exe, LUNET_INSTALL_LUA_REL);
-    lua_pushfstring(L, "%s/lunet", dir);
-    bool found = is_dir(lua_tostring(L, -1));
-    lua_pop(L, found ? 1 : 2);
-    if (found) return true;
-  }
-  if (!is_dir(LUNET_SOURCE_LUA_DIR "/lunet")) return false;
-  lua_pushstring(L, LUNET_SOURCE_LUA_DIR);
-  return true;
-}
-
-/* Preload the statically linked bindings as "lunet" and put lunet's
-** pure-Lua directory in front of package.path. */
-static void open_lunet(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_lunet);
-  lua_setfield(L, -2, "lunet");
-  lua_pop(L, 1);
-  if (!push_lua_dir(L)) return;
-  const char *dir = lua_tostring(L, -1);
-  lua_getglobal(L, "package");
-  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
-  lua_getfield(L, -2, "path");
-  lua_concat(L, 2);
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 2);
-}
 
 /* The global `arg`: the script at 0, its arguments at 1.., the interpreter
 ** and its options at negative indices. Without a script the interpreter
@@ -243,15 +160,13 @@ static bool run_require(lua_State *L, const char *spec) {
   size_t glen = eq ? (size_t)(eq - spec) : strcspn(spec, "-");
   lua_getglobal(L, "require");
   lua_pushstring(L, mod);
-  int status = docall(L, 1, 1);
-  if (status == LUA_OK) {
-    lua_pushglobaltable(L);
-    lua_pushlstring(L, spec, glen);
-    lua_pushvalue(L, -3);
-    lua_settable(L, -3);
-    lua_pop(L, 2);
-  }
-  return report(L, status, true);
+  if (!docall(L, 1, 1)) return false;
+  lua_pushglobaltable(L);
+  lua_pushlstring(L, spec, glen);
+  lua_pushvalue(L, -3);
+  lua_settable(L, -3);
+  lua_pop(L, 2);
+  return true;
 }
 
 /* Run -e, -l and -W in the order given (parse_options checked them). */
@@ -276,108 +191,11 @@ static bool run_script(lua_State *L, int argc, char **argv, int script) {
   const char *fname = argv[script];
   if (strcmp(fname, "-") == 0 && strcmp(argv[script - 1], "--") != 0)
     fname = NULL;
-  int status = luaL_loadfile(L, fname);
-  if (status == LUA_OK) {
-    int n = argc - script - 1;
-    luaL_checkstack(L, n + 3, "too many arguments to script");
-    for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
-    status = docall(L, n, LUA_MULTRET);
-  }
-  return report(L, status, true);
-}
-
-/* ---- the REPL ---- */
-
-/* Read one line (without its newline) and push it; false at end of input.
-** The prompt is _PROMPT / _PROMPT2 when set, as in lua5.4. */
-static bool read_line(lua_State *L, bool first) {
-  lua_getglobal(L, first ? "_PROMPT" : "_PROMPT2");
-  const char *prompt = lua_tostring(L, -1);
-  if (prompt == NULL) prompt = first ? "> " : ">> ";
-  char *line = NULL;
-#ifdef LUNET_HAVE_READLINE
-  line = readline(prompt);
-  bool ok = line != NULL;
-#else
-  size_t cap = 0;
-  fputs(prompt, stdout);
-  fflush(stdout);
-  ssize_t len = getline(&line, &cap, stdin);
-  bool ok = len >= 0;
-  if (ok && len > 0 && line[len - 1] == '\n') line[len - 1] = '\0';
-#endif
-  lua_pop(L, 1);  /* the prompt */
-  if (ok) lua_pushstring(L, line);
-  free(line);
-  return ok;
-}
-
-/* A syntax error caused only by input ending too early. */
-static bool incomplete(lua_State *L, int status) {
-  size_t len;
-  const char *msg = lua_tolstring(L, -1, &len);
-  return status == LUA_ERRSYNTAX && len >= 5 && strcmp(msg + len - 5, "<eof>") == 0;
-}
-
-/* Read lines until they compile, trying each text first as an expression
-** (so results print; a leading '=' is accepted too) and then as a
-** statement. Leaves the function or the syntax error on top; returns the
-** load status, or -1 at end of input. */
-static int read_chunk(lua_State *L) {
-  if (!read_line(L, true)) return -1;
-  const char *src = lua_tostring(L, -1);
-  if (src[0] == '=') {
-    lua_pushstring(L, src + 1);
-    lua_remove(L, -2);
-  }
-  int status;
-  for (;;) {
-    size_t len;
-    src = lua_tolstring(L, -1, &len);
-    const char *expr = lua_pushfstring(L, "return %s;", src);
-    status = luaL_loadbuffer(L, expr, strlen(expr), "=stdin");
-    lua_remove(L, -2);
-    if (status == LUA_OK) break;
-    lua_pop(L, 1);
-    status = luaL_loadbuffer(L, src, len, "=stdin");
-    if (!incomplete(L, status)) break;
-    lua_pop(L, 1);
-    if (!read_line(L, false)) {  /* end of input: report the last error */
-      status = luaL_loadbuffer(L, src, len, "=stdin");
-      break;
-    }
-    lua_pushliteral(L, "\n");
-    lua_insert(L, -2);
-    lua_concat(L, 3);
-  }
-#ifdef LUNET_HAVE_READLINE
-  if (lua_rawlen(L, -2) > 0) add_history(lua_tostring(L, -2));
-#endif
-  lua_remove(L, -2);  /* the source text */
-  return status;
-}
-
-/* Read-eval-print until end of input. Results are printed with the global
-** print; errors are reported and the session goes on. */
-static void repl(lua_State *L) {
-  int base = lua_gettop(L), status;
-  while ((status = read_chunk(L)) != -1) {
-    if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
-    int n = lua_gettop(L) - base;
-    if (status == LUA_OK && n > 0) {
-      luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-      lua_getglobal(L, "print");
-      lua_insert(L, base + 1);
-      if (lua_pcall(L, n, 0, 0) != LUA_OK)
-        message(false, lua_pushfstring(L, "error calling 'print' (%s)",
-                                       lua_tostring(L, -1)));
-    } else {
-      report(L, status, false);
-    }
-    lua_settop(L, base);
-  }
-  fputs("\n", stdout);
-  fflush(stdout);
+  if (!report(L, luaL_loadfile(L, fname))) return false;
+  int n = argc - script - 1;
+  luaL_checkstack(L, n + 3, "too many arguments to script");
+  for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+  return docall(L, n, LUA_MULTRET);
 }
 
 /* ---- main ---- */
@@ -396,7 +214,10 @@ static int pmain(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
   }
   luaL_openlibs(L);
-  open_lunet(L);
+  if (ln_embed_open(L) != LN_OK) {
+    message(ln_last_error());
+    return 0;
+  }
   create_arg_table(L, argv, argc, script);
   lua_gc(L, LUA_GCRESTART);
   lua_gc(L, LUA_GCGEN, 0, 0);
@@ -405,11 +226,11 @@ static int pmain(lua_State *L) {
   if (!run_options(L, argv, script)) return 0;
   if (script < argc && !run_script(L, argc, argv, script)) return 0;
   if (o.interactive) {
-    repl(L);
+    ln_repl(L);
   } else if (script == argc && !o.exec && !o.version) {
     if (isatty(STDIN_FILENO)) {
       print_version();
-      repl(L);
+      ln_repl(L);
     } else if (!run_loaded(L, luaL_loadfile(L, NULL))) {
       return 0;
     }
@@ -421,7 +242,7 @@ static int pmain(lua_State *L) {
 int main(int argc, char **argv) {
   lua_State *L = luaL_newstate();
   if (L == NULL) {
-    message(true, "cannot create state: not enough memory");
+    message("cannot create state: not enough memory");
     return EXIT_FAILURE;
   }
   lua_gc(L, LUA_GCSTOP);  /* no collection while setting up */
@@ -430,7 +251,7 @@ int main(int argc, char **argv) {
   lua_pushlightuserdata(L, argv);
   int status = lua_pcall(L, 2, 1, 0);
   bool ok = lua_toboolean(L, -1);
-  report(L, status, true);
+  report(L, status);
   lua_close(L);
   return ok && status == LUA_OK ? EXIT_SUCCESS : EXIT_FAILURE;
 }
