@@ -136,6 +136,7 @@ int luaopen_lunet(lua_State *L) {
   ln_lua_open_io(L);
   ln_lua_open_module(L);
   ln_lua_open_batchnorm(L);
+  ln_lua_open_layers(L);
   ln_lua_open_optim(L);
   ln_lua_open_index(L);
   ln_lua_open_bench(L);

@@ -1,0 +1,66 @@
+/*
+** conv2d_cpu.c -- conv2d on CPU (conv2d_impl.h): the chunk size, then the
+** typed kernels of conv2d_cpu.inc for float32 and float64, chosen by dtype.
+** The gemms run outside OpenMP regions so that OpenBLAS uses its own
+** threads; im2col, col2im and the row copies split their loops with OpenMP.
+** Every element is computed by one thread in a fixed order, and OpenBLAS
+** splits its products along M and N, so results do not depend on the
+** thread count.
+*/
+#include <cblas.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv2d_impl.h"
+
+/* Loops below this many elements stay on one thread. */
+#define LN_CONV_PAR_MIN (1 << 15)
+/* Bytes an im2col chunk may take: a few samples of a large input, the
+** whole batch of a small one (one gemm per group then covers it all). */
+#define LN_CONV_CHUNK_BYTES ((int64_t)32 << 20)
+
+/* Samples per chunk (at least 1). */
+static int64_t ln_conv_chunk(const ln_conv_geom *g, size_t elem) {
+  int64_t Kg = g->C / g->groups * g->kh * g->kw;
+  int64_t width = Kg > g->OC ? Kg : g->OC;
+  int64_t per_sample = g->OH * g->OW * (width ? width : 1) * (int64_t)elem;
+  int64_t n = per_sample ? LN_CONV_CHUNK_BYTES / per_sample : g->N;
+  if (n > g->N) n = g->N;
+  return n > 0 ? n : 1;
+}
+
+#define T float
+#define SFX f32
+#define GEMM cblas_sgemm
+#include "conv2d_cpu.inc"
+#undef T
+#undef SFX
+#undef GEMM
+
+#define T double
+#define SFX f64
+#define GEMM cblas_dgemm
+#include "conv2d_cpu.inc"
+#undef T
+#undef SFX
+#undef GEMM
+
+ln_status ln_conv2d_cpu_forward(ln_dtype dt, const ln_conv_geom *g, const void *x,
+                                const int64_t xs[4], const void *w, const void *b,
+                                void *out, const int64_t os[4]) {
+  if (dt == LN_F32) return forward_f32(g, x, xs, w, b, out, os);
+  if (dt == LN_F64) return forward_f64(g, x, xs, w, b, out, os);
+  return ln_error(LN_EINVAL, "conv2d kernels take float32 or float64, got %s",
+                  ln_dtype_name(dt));
+}
+
+ln_status ln_conv2d_cpu_backward(ln_dtype dt, const ln_conv_geom *g, const void *x,
+                                 const int64_t xs[4], const void *w, const void *gy,
+                                 const int64_t gs[4], void *dx, const int64_t dxs[4],
+                                 void *dw, void *db) {
+  if (dt == LN_F32) return backward_f32(g, x, xs, w, gy, gs, dx, dxs, dw, db);
+  if (dt == LN_F64) return backward_f64(g, x, xs, w, gy, gs, dx, dxs, dw, db);
+  return ln_error(LN_EINVAL, "conv2d kernels take float32 or float64, got %s",
+                  ln_dtype_name(dt));
+}

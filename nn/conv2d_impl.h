@@ -1,0 +1,45 @@
+/*
+** conv2d_impl.h -- the CPU kernels of ln_conv2d (nn/conv2d_cpu.c), for
+** nn/conv2d.c only. They work on raw float32/float64 buffers described by
+** a geometry; tensors, checks and autograd stay in conv2d.c.
+**
+** The batch is cut into chunks of samples whose im2col matrix fits a
+** fixed budget. Per chunk and group, im2col writes one row per output
+** pixel, col[(n, oh, ow), (c, i, j)], so that one gemm per group covers the
+** whole chunk: out[(n, oh, ow), oc] = col @ W_g^T, with the weight used in
+** place as the (OC, C/groups * kh * kw) matrix it is when contiguous.
+** Inputs and outputs are read and written through their strides, so any
+** layout (NCHW, channels-last, views) works without copies.
+*/
+#ifndef LN_CONV2D_IMPL_H
+#define LN_CONV2D_IMPL_H
+
+#include <stdint.h>
+
+#include "../core/tensor.h"
+
+typedef struct ln_conv_geom {
+  int64_t N, C, H, W;        /* input sizes */
+  int64_t OC, OH, OW;        /* output channels and spatial size */
+  int64_t kh, kw;
+  int64_t sh, sw;            /* strides */
+  int64_t ph, pw;            /* zero padding at the top and on the left */
+  int64_t dh, dw;            /* dilations */
+  int64_t groups;
+} ln_conv_geom;
+
+/* out = conv(x, w) + b. xs/os: strides (elements) of x and out in NCHW
+** dim order; w contiguous (OC, C/groups, kh, kw); b (OC) or NULL. */
+ln_status ln_conv2d_cpu_forward(ln_dtype dt, const ln_conv_geom *g, const void *x,
+                                const int64_t xs[4], const void *w, const void *b,
+                                void *out, const int64_t os[4]);
+
+/* Gradients from gy (strides gs): dx (strides dxs; the caller zeroes it,
+** the kernel adds into it), dw (contiguous, written), db (OC, written);
+** each NULL when not wanted. */
+ln_status ln_conv2d_cpu_backward(ln_dtype dt, const ln_conv_geom *g, const void *x,
+                                 const int64_t xs[4], const void *w, const void *gy,
+                                 const int64_t gs[4], void *dx, const int64_t dxs[4],
+                                 void *dw, void *db);
+
+#endif
