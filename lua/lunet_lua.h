@@ -60,6 +60,7 @@ void ln_lua_open_autograd(lua_State *L);
 void ln_lua_open_io(lua_State *L);
 void ln_lua_open_module(lua_State *L);
 void ln_lua_open_batchnorm(lua_State *L);   /* lunet._batchnorm (l_batchnorm.c) */
+void ln_lua_open_syncbn(lua_State *L);      /* lunet._syncbn (l_syncbn.c) */
 void ln_lua_open_layers(lua_State *L);      /* lunet._layers (l_layers.c) */
 void ln_lua_open_optim(lua_State *L);       /* lunet._optim (l_optim.c) */
 void ln_lua_open_index(lua_State *L);       /* x:index_select (l_index.c) */

@@ -20,8 +20,10 @@
 #include "state_dict.h"
 
 typedef struct bn_priv {
-  int spatial_dims;   /* 1, 2 or 3 */
+  int spatial_dims;   /* 1, 2 or 3; 0: any rank from 2 on */
   unsigned fresh;     /* lazy slots being materialized from an input (bit i: lazy_slots[i]) */
+  void *ext;          /* a variant's own state (ln_bn_set_ext), freed with free_ext */
+  void (*free_ext)(void *);
 } bn_priv;
 
 /* The per-channel slots, which the lazy types create from the input. */
@@ -49,14 +51,27 @@ static const ln_module_type lazy_types[3] = {
   LAZY_TYPE("LazyBatchNorm3d", 3)
 };
 
-void ln_bn_free_priv(void *priv) { free(priv); }
+void ln_bn_free_priv(void *priv) {
+  bn_priv *p = priv;
+  if (p && p->free_ext) p->free_ext(p->ext);
+  free(p);
+}
 
 /* Modules built by ln_bn_module_new, whatever their type. */
 static bool is_bn_like(const ln_module *m) {
   return m && ln_module_get_type(m)->free_priv == ln_bn_free_priv;
 }
 
-static bn_priv *priv_of(ln_module *m) { return ln_module_priv(m); }
+static bn_priv *priv_of(const ln_module *m) { return ln_module_priv(m); }
+
+void *ln_bn_ext(const ln_module *m) { return is_bn_like(m) ? priv_of(m)->ext : NULL; }
+
+void ln_bn_set_ext(ln_module *m, void *ext, void (*free_ext)(void *)) {
+  bn_priv *p = priv_of(m);
+  if (p->free_ext) p->free_ext(p->ext);
+  p->ext = ext;
+  p->free_ext = free_ext;
+}
 
 ln_batchnorm_options ln_batchnorm_defaults(void) {
   return (ln_batchnorm_options){ .eps = 1e-5, .momentum = 0.1, .cumulative = false,
@@ -133,14 +148,18 @@ static ln_status add_attrs(ln_module *m, int64_t c, const ln_batchnorm_options *
   return st;
 }
 
+/* spatial_dims from `lowest` (0 for variants, 1 for BatchNorm*d) to 3. */
+static ln_status check_spatial(int spatial_dims, int lowest) {
+  if (spatial_dims >= lowest && spatial_dims <= 3) return LN_OK;
+  return ln_error(LN_EINVAL, "BatchNorm: spatial_dims must be %s1, 2 or 3, got %d",
+                  lowest ? "" : "0, ", spatial_dims);
+}
+
 ln_module *ln_bn_module_new(const ln_module_type *type, int spatial_dims,
                             int64_t num_features, const ln_batchnorm_options *opts,
                             bool lazy) {
   ln_batchnorm_options o = opts ? *opts : ln_batchnorm_defaults();
-  if (spatial_dims < 1 || spatial_dims > 3) {
-    ln_error(LN_EINVAL, "BatchNorm: spatial_dims must be 1, 2 or 3, got %d", spatial_dims);
-    return NULL;
-  }
+  if (check_spatial(spatial_dims, 0) != LN_OK) return NULL;
   if (num_features < 0) {
     ln_error(LN_EINVAL, "Trying to create tensor with negative dimension %lld: [%lld]",
              (long long)num_features, (long long)num_features);
@@ -171,13 +190,13 @@ ln_module *ln_bn_module_new(const ln_module_type *type, int spatial_dims,
 
 ln_module *ln_batchnorm_new(int spatial_dims, int64_t num_features,
                             const ln_batchnorm_options *opts) {
-  int i = spatial_dims >= 1 && spatial_dims <= 3 ? spatial_dims - 1 : 0;
-  return ln_bn_module_new(&bn_types[i], spatial_dims, num_features, opts, false);
+  if (check_spatial(spatial_dims, 1) != LN_OK) return NULL;
+  return ln_bn_module_new(&bn_types[spatial_dims - 1], spatial_dims, num_features, opts, false);
 }
 
 ln_module *ln_lazy_batchnorm_new(int spatial_dims, const ln_batchnorm_options *opts) {
-  int i = spatial_dims >= 1 && spatial_dims <= 3 ? spatial_dims - 1 : 0;
-  return ln_bn_module_new(&lazy_types[i], spatial_dims, 0, opts, true);
+  if (check_spatial(spatial_dims, 1) != LN_OK) return NULL;
+  return ln_bn_module_new(&lazy_types[spatial_dims - 1], spatial_dims, 0, opts, true);
 }
 
 /* ---- resetting ---- */
@@ -230,6 +249,8 @@ ln_status ln_batchnorm_reset_parameters(ln_module *m) {
 /* _check_input_dim of BatchNorm1d/2d/3d, with PyTorch's messages. */
 static ln_status check_rank(ln_module *m, const ln_tensor *x) {
   int d = ln_tensor_dim(x), s = priv_of(m)->spatial_dims;
+  if (s == 0 && d < 2)
+    return ln_error(LN_EINVAL, "expected at least 2D input (got %dD input)", d);
   if (s == 1 && d != 2 && d != 3)
     return ln_error(LN_EINVAL, "expected 2D or 3D input (got %dD input)", d);
   if (s > 1 && d != s + 2)

@@ -18,10 +18,18 @@
 ** attributes num_features, eps, momentum, affine, track_running_stats.
 ** With `lazy` the four per-channel slots are uninitialized and
 ** num_features is 0. `spatial_dims` (1, 2 or 3) fixes the accepted input
-** ranks. New reference or NULL. */
+** ranks; 0 accepts any input of at least 2 dims (SyncBatchNorm's
+** _check_input_dim). New reference or NULL. */
 ln_module *ln_bn_module_new(const ln_module_type *type, int spatial_dims,
                             int64_t num_features, const ln_batchnorm_options *opts,
                             bool lazy);
+
+/* A variant's own state (a process group, ...), kept with a module built
+** by ln_bn_module_new and freed with free_ext (may be NULL) when the
+** module is freed or the state replaced. ln_bn_ext is NULL until set, and
+** for modules not built by ln_bn_module_new. */
+void *ln_bn_ext(const ln_module *m);
+void ln_bn_set_ext(ln_module *m, void *ext, void (*free_ext)(void *));
 
 /* What _BatchNorm.forward hands to F.batch_norm: borrowed tensors (NULL
 ** for None), the mode and the factor. `counted` records that the counter

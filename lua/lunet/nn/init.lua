@@ -312,6 +312,8 @@ package.loaded["lunet.nn"] = nn   -- the family files below require it
 
 -- The module families, one file each (lua/lunet/nn/*.lua).
 require("lunet.nn.batchnorm")
+require("lunet.nn.syncbatchnorm")
+require("lunet.nn.ddp")
 require("lunet.nn.layers")
 
 return nn

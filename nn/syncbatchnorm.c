@@ -1,0 +1,629 @@
+/*
+** syncbatchnorm.c -- nn.SyncBatchNorm (syncbatchnorm.h): the synchronized
+** training forward and its node, SyncBatchNormBackward, on the BatchNorm
+** kernels (batchnorm_kernels.h); and the module type, built like
+** BatchNorm's (batchnorm_module_impl.h) with its process group kept as the
+** module's extra state.
+**
+** Forward: each member packs a header (count, channel count, failed) and
+** its per-channel mean and M2 = count * biased variance (the stats kernel)
+** into one float64 row; the rows are all-gathered and every member
+** combines the same rows in the same order, so all get the same bits.
+** Backward: the local sums of dy and dy * (x - mean) and a failure flag in
+** one float64 row, all-reduced. Errors found locally travel in those rows,
+** so a rank with a bad argument still joins the collective and every rank
+** fails instead of some waiting. Per-channel work is done here in double.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/autograd.h"
+#include "../core/ops.h"
+#include "batchnorm_kernels.h"
+#include "batchnorm_module_impl.h"
+#include "syncbatchnorm.h"
+
+/* The forward's row: this header, then mean[K] and M2[K]. */
+enum { ROW_COUNT, ROW_CHANNELS, ROW_FAILED, ROW_HEADER };
+
+/* What the backward needs besides the saved tensors. */
+typedef struct sbn_saved {
+  ln_dist_group *g;   /* retained */
+  int64_t C;
+  double count;       /* values per channel in the global batch */
+  double v[];         /* mean[C], then invstd[C] */
+} sbn_saved;
+
+static void free_saved(void *p) {
+  sbn_saved *s = p;
+  ln_dist_group_release(s->g);
+  free(s);
+}
+
+/* ---- a local failure, kept while this rank joins the collective ---- */
+
+typedef struct pending {
+  ln_status st;
+  char msg[1024];
+} pending;
+
+static void keep(pending *p, ln_status st) {
+  p->st = st;
+  if (st != LN_OK) snprintf(p->msg, sizeof p->msg, "%s", ln_last_error());
+}
+
+static ln_status raise(const pending *p) { return ln_error(p->st, "%s", p->msg); }
+
+/* ---- C-length vectors in double ---- */
+
+/* out[0..n) = the n values of t (any shape, dtype, layout), or fill for
+** every i when t is NULL. */
+static ln_status vec_read(ln_tensor *t, int64_t n, double fill, double *out) {
+  if (!t) {
+    for (int64_t i = 0; i < n; i++) out[i] = fill;
+    return LN_OK;
+  }
+  bool mode = ln_set_grad_enabled(false);
+  ln_tensor *d = ln_to_dtype(t, LN_F64);
+  ln_tensor *c = d ? ln_contiguous(d, LN_CONTIGUOUS) : NULL;
+  ln_set_grad_enabled(mode);
+  if (c) memcpy(out, ln_tensor_data(c), (size_t)n * sizeof *out);
+  ln_tensor_release(d);
+  ln_tensor_release(c);
+  return c ? LN_OK : ln_last_status();
+}
+
+/* A new float64 tensor of like's shape holding v. */
+static ln_tensor *vec_f64(const ln_tensor *like, const double *v) {
+  ln_tensor *d = ln_empty(ln_tensor_sizes(like), ln_tensor_dim(like), LN_F64, LN_DEVICE_CPU);
+  if (d) memcpy(ln_tensor_data(d), v, (size_t)ln_tensor_numel(d) * sizeof *v);
+  return d;
+}
+
+/* A new tensor shaped and typed like the parameter p, holding v. */
+static ln_tensor *param_grad(ln_tensor *p, const double *v) {
+  ln_tensor *d = vec_f64(p, v);
+  ln_tensor *g = d ? ln_to_dtype(d, ln_tensor_dtype(p)) : NULL;
+  ln_tensor_release(d);
+  return g;
+}
+
+/* t = v, past autograd (running statistics). */
+static ln_status vec_write(ln_tensor *t, const double *v) {
+  ln_tensor *d = vec_f64(t, v);
+  if (!d) return ln_last_status();
+  bool mode = ln_set_grad_enabled(false);
+  ln_status st = ln_copy_(t, d);
+  ln_set_grad_enabled(mode);
+  ln_tensor_release(d);
+  return st;
+}
+
+/* ---- the local checks ---- */
+
+static const char *const param_names[4] = { "running_mean", "running_var", "weight", "bias" };
+
+/* The channel count of x (at least 2 dims) against num_features K: the
+** exchanged buffers are sized by K, so also a module without per-channel
+** tensors needs it (checked with and without synchronization, so that a
+** script behaves alike on one process and on many). */
+static ln_status check_channels(const ln_tensor *x, int64_t K) {
+  int64_t C = ln_tensor_size(x, 1);
+  if (C == 0)
+    return ln_error(LN_EINVAL, "SyncBatchNorm number of input channels should be non-zero");
+  if (C != K)
+    return ln_error(LN_EINVAL, "SyncBatchNorm expected input with %lld channels "
+                    "(num_features), got %lld", (long long)K, (long long)C);
+  return LN_OK;
+}
+
+/* ln_batch_norm's checks in training, with its messages, but for the batch
+** size: only the global batch must hold more than 1 value per channel.
+** p: running_mean, running_var, weight, bias (each may be NULL). */
+static ln_status check_args(ln_tensor *x, ln_tensor *const *p, double eps, int64_t K) {
+  char a[32], b[32];
+  if (!x) return ln_error(LN_EINVAL, "sync_batch_norm: input expected, got NULL");
+  int nd = ln_tensor_dim(x);
+  if (nd < 2) return ln_error(LN_EINVAL, "expected at least 2D input (got %dD input)", nd);
+  ln_status st = check_channels(x, K);
+  if (st != LN_OK) return st;
+  if (!(eps > 0))
+    return ln_error(LN_EINVAL, "batch_norm eps must be positive during training, but got %g",
+                    eps);
+  ln_device dev = ln_tensor_device(x);
+  for (int i = 0; i < 4; i++) {
+    if (!p[i]) continue;
+    if (ln_tensor_numel(p[i]) != K)
+      return ln_error(LN_EINVAL, "%s should contain %lld elements not %lld", param_names[i],
+                      (long long)K, (long long)ln_tensor_numel(p[i]));
+    if (!ln_device_eq(ln_tensor_device(p[i]), dev))
+      return ln_error(LN_EINVAL, "Expected all tensors to be on the same device, but found "
+                      "at least two devices, %s and %s!", ln_device_str(dev, a, sizeof a),
+                      ln_device_str(ln_tensor_device(p[i]), b, sizeof b));
+  }
+  if (dev.type != LN_CPU)
+    return ln_error(LN_ERUNTIME, "SyncBatchNorm is not implemented for %s tensors yet",
+                    ln_device_str(dev, a, sizeof a));
+  if (!p[0] != !p[1])
+    return ln_error(LN_EINVAL, "running_mean and running_var must either both be None "
+                    "or neither be None");
+  ln_dtype xt = ln_tensor_dtype(x);
+  if (!ln_dtype_is_float(xt))
+    return ln_error(LN_EINVAL, "\"batch_norm\" not implemented for '%s'", ln_dtype_name(xt));
+  /* the first given of weight, bias, running_mean, running_var decides
+  ** whether float32 parameters go with a float16/bfloat16 input */
+  static const int order[4] = { 2, 3, 0, 1 };
+  ln_tensor *first = NULL;
+  for (int k = 0; k < 4 && !first; k++) first = p[order[k]];
+  bool mixed = first && ln_tensor_dtype(first) != xt;
+  if (mixed && xt != LN_F16 && xt != LN_BF16)
+    return ln_error(LN_EINVAL, "mixed dtype (CPU): all inputs must share same datatype.");
+  for (int i = 0; i < 4; i++) {
+    ln_dtype pt = p[i] ? ln_tensor_dtype(p[i]) : xt;
+    if (mixed && p[i] && pt != LN_F32)
+      return ln_error(LN_EINVAL, "mixed dtype (CPU): expect parameter to have scalar "
+                      "type of Float");
+    if (!mixed && pt != xt)
+      return ln_error(LN_EINVAL, "expected scalar type %s but found %s", ln_dtype_name(xt),
+                      ln_dtype_name(pt));
+  }
+  return LN_OK;
+}
+
+/* ---- forward ---- */
+
+/* This rank's count, mean[K] and M2[K] into row. *x becomes the tensor
+** the kernels read (input, or a contiguous copy when no kernel takes its
+** layout), planned in *plan; NULL for a batch of no values (row stays 0). */
+static ln_status local_stats(ln_tensor *input, int64_t K, ln_tensor **x, ln_bn_plan *plan,
+                             double *row) {
+  int64_t n = ln_tensor_numel(input) / K;
+  if (n == 0) return LN_OK;
+  if (ln_bn_plan_for(input, plan)) {
+    ln_tensor_retain(input);
+    *x = input;
+  } else if ((*x = ln_contiguous(input, LN_CONTIGUOUS))) {
+    ln_bn_plan_for(*x, plan);
+  } else {
+    return ln_last_status();
+  }
+  ln_bn_view xv;
+  ln_bn_view_for(plan, *x, &xv);
+  double *mean = row + ROW_HEADER, *m2 = mean + K;
+  ln_status st = ln_bn_cpu_stats(ln_tensor_dtype(*x), &plan->g, &xv, mean, m2);
+  for (int64_t c = 0; c < K; c++) m2[c] *= (double)n;
+  row[ROW_COUNT] = (double)n;
+  return st;
+}
+
+/* "<what> differs across ranks: rank 0 has 3, rank 1 has 4" for the ranks
+** whose row has a channel count. */
+static ln_status channels_differ(const double *rows, int P, int64_t len, ln_dist_group *g) {
+  char msg[512];
+  size_t n = 0;
+  for (int r = 0; r < P && n < sizeof msg; r++) {
+    double c = rows[r * len + ROW_CHANNELS];
+    if (c >= 0)
+      n += (size_t)snprintf(msg + n, sizeof msg - n, "%srank %d has %.0f", n ? ", " : "",
+                            ln_dist_global_rank(g, r), c);
+  }
+  return ln_error(LN_EINVAL, "SyncBatchNorm input channel count differs across ranks: %s", msg);
+}
+
+/* The global mean, biased var and count from the gathered rows (P rows of
+** ROW_HEADER + 2K). Chan's formula for combining partitions:
+** mean = sum n_r mean_r / n, M2 = sum (M2_r + n_r (mean_r - mean)^2);
+** ranks with no values add nothing. Every member decides alike, so that
+** all fail or none: on differing channel counts, then on a local failure
+** (`mine`, or another rank's), then on a global batch of 1 per channel. */
+static ln_status combine(const double *rows, int P, int64_t K, ln_dist_group *g,
+                         const pending *mine, double *mean, double *var, double *count) {
+  int64_t len = ROW_HEADER + 2 * K;
+  int first = -1, failed = -1;
+  for (int r = 0; r < P; r++) {
+    const double *row = rows + r * len;
+    if (row[ROW_FAILED] != 0 && failed < 0) failed = r;
+    if (row[ROW_CHANNELS] < 0) continue;
+    if (first < 0) first = r;
+    else if (row[ROW_CHANNELS] != rows[first * len + ROW_CHANNELS])
+      return channels_differ(rows, P, len, g);
+  }
+  if (mine->st != LN_OK) return raise(mine);
+  if (failed >= 0)
+    return ln_error(LN_EINVAL, "SyncBatchNorm: rank %d failed before sharing its statistics "
+                    "(its error says why)", ln_dist_global_rank(g, failed));
+  double n = 0;
+  for (int r = 0; r < P; r++) n += rows[r * len + ROW_COUNT];
+  *count = n;
+  if (n == 1)
+    return ln_error(LN_EINVAL, "Expected more than 1 value per channel when training, got 1 "
+                    "value per channel over the process group");
+  memset(mean, 0, (size_t)K * sizeof *mean);
+  memset(var, 0, (size_t)K * sizeof *var);
+  for (int r = 0; r < P; r++) {
+    const double *row = rows + r * len;
+    for (int64_t c = 0; n > 0 && c < K; c++)
+      mean[c] += row[ROW_COUNT] / n * row[ROW_HEADER + c];
+  }
+  for (int r = 0; r < P; r++) {
+    const double *row = rows + r * len;
+    if (row[ROW_COUNT] == 0) continue;
+    for (int64_t c = 0; c < K; c++) {
+      double d = row[ROW_HEADER + c] - mean[c];
+      var[c] += row[ROW_HEADER + K + c] + row[ROW_COUNT] * d * d;
+    }
+  }
+  for (int64_t c = 0; n > 0 && c < K; c++) var[c] /= n;
+  return LN_OK;
+}
+
+/* r = (1 - momentum) * r + momentum * batch, the variance made unbiased
+** with the global count n (at least 2). tmp: K doubles. */
+static ln_status update_running(ln_tensor *rm, ln_tensor *rv, int64_t K, double momentum,
+                                const double *mean, const double *var, double n, double *tmp) {
+  ln_status st = vec_read(rm, K, 0, tmp);
+  for (int64_t c = 0; st == LN_OK && c < K; c++)
+    tmp[c] = (1 - momentum) * tmp[c] + momentum * mean[c];
+  if (st == LN_OK) st = vec_write(rm, tmp);
+  if (st == LN_OK) st = vec_read(rv, K, 0, tmp);
+  for (int64_t c = 0; st == LN_OK && c < K; c++)
+    tmp[c] = (1 - momentum) * tmp[c] + momentum * var[c] * n / (n - 1);
+  if (st == LN_OK) st = vec_write(rv, tmp);
+  return st;
+}
+
+static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in);
+
+/* Make out the result of a SyncBatchNormBackward node. x: the tensor the
+** kernels read (the input itself for an empty batch); mean/invstd: C each. */
+static ln_status record(ln_tensor *out, ln_tensor *input, ln_tensor *x, ln_tensor *weight,
+                        ln_tensor *bias, ln_dist_group *g, int64_t C, double count,
+                        const double *mean, const double *invstd) {
+  ln_tensor *inputs[3] = { input, weight, bias }, *src[3] = { x, weight, bias };
+  sbn_saved *s = malloc(sizeof *s + sizeof(double) * (size_t)(2 * C));
+  ln_node *node = s ? ln_node_new("SyncBatchNormBackward", sbn_backward, inputs, 3, 1) : NULL;
+  if (!node) {
+    free(s);
+    return ln_last_status() != LN_OK ? ln_last_status()
+                                     : ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm");
+  }
+  ln_dist_group_retain(g);
+  *s = (sbn_saved){ .g = g, .C = C, .count = count };
+  memcpy(s->v, mean, sizeof(double) * (size_t)C);
+  memcpy(s->v + C, invstd, sizeof(double) * (size_t)C);
+  node->extra = s;
+  node->free_extra = free_saved;
+  ln_status st = LN_OK;
+  for (int i = 0; i < 3; i++) {
+    ln_tensor *d = src[i] ? ln_detach(src[i]) : NULL;
+    if (src[i] && !d) st = ln_last_status();
+    ln_node_save(node, d);
+    ln_tensor_release(d);
+  }
+  if (st == LN_OK) ln_set_history(out, node, 0);
+  ln_node_release(node);
+  return st;
+}
+
+/* The synchronized forward. `pre` is a failure the caller found first (the
+** module's checks): this rank still joins the all_gather, then reports it.
+** p: running_mean, running_var, weight, bias. */
+static ln_tensor *sync_forward(ln_tensor *input, ln_tensor *const *p, double momentum,
+                               double eps, ln_dist_group *g, int64_t K, ln_status pre) {
+  ln_tensor *x = NULL, *row = NULL, *rows = NULL, *out = NULL;
+  pending mine;
+  ln_bn_plan plan;
+  keep(&mine, pre);
+  if (mine.st == LN_OK && K < 0)
+    keep(&mine, ln_error(LN_EINVAL, "SyncBatchNorm: num_features must be >= 0"));
+  if (K < 0) K = 0;
+  if (mine.st == LN_OK) keep(&mine, check_args(input, p, eps, K));
+  if (!g) g = ln_dist_world();
+  int64_t len = ROW_HEADER + 2 * K;
+  double *buf = calloc((size_t)(5 * K + 1), sizeof(double));
+  if (!buf || !(row = ln_zeros(&len, 1, LN_F64, LN_DEVICE_CPU))) {
+    if (!buf) ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm");
+    goto fail;
+  }
+  double *mean = buf, *var = mean + K, *invstd = var + K, *a = invstd + K, *b = a + K;
+  double *r = ln_tensor_data(row), count = 0;
+  r[ROW_CHANNELS] = input && ln_tensor_dim(input) >= 2 ? (double)ln_tensor_size(input, 1) : -1;
+  if (mine.st == LN_OK) keep(&mine, local_stats(input, K, &x, &plan, r));
+  r[ROW_FAILED] = mine.st != LN_OK;
+
+  if (!(rows = ln_dist_all_gather_stack(g, row))) {
+    if (mine.st != LN_OK) raise(&mine);
+    goto fail;
+  }
+  if (combine(ln_tensor_data(rows), (int)ln_tensor_size(rows, 0), K, g, &mine, mean, var,
+              &count) != LN_OK)
+    goto fail;
+  if (p[0] && count > 0 && update_running(p[0], p[1], K, momentum, mean, var, count, a) != LN_OK)
+    goto fail;
+  if (vec_read(p[2], K, 1.0, a) != LN_OK || vec_read(p[3], K, 0.0, b) != LN_OK) goto fail;
+  for (int64_t c = 0; c < K; c++) {
+    invstd[c] = 1.0 / sqrt(var[c] + eps);
+    a[c] *= invstd[c];
+  }
+  if (x) {
+    ln_bn_view xv, ov;
+    ln_dtype dt = ln_tensor_dtype(x);
+    if (!(out = ln_bn_empty(&plan, x, dt))) goto fail;
+    ln_bn_view_for(&plan, x, &xv);
+    ln_bn_view_for(&plan, out, &ov);
+    if (ln_bn_cpu_affine(dt, &plan.g, &xv, &ov, mean, a, b) != LN_OK) goto fail;
+  } else if (!(out = ln_empty_like(input, LN_PRESERVE))) {
+    goto fail;
+  }
+  ln_tensor *grad_inputs[3] = { input, p[2], p[3] };
+  if (ln_any_requires_grad(grad_inputs, 3) &&
+      record(out, input, x ? x : input, p[2], p[3], g, K, count, mean, invstd) != LN_OK)
+    goto fail;
+  goto done;
+fail:
+  ln_tensor_release(out);
+  out = NULL;
+done:
+  ln_tensor_release(x);
+  ln_tensor_release(row);
+  ln_tensor_release(rows);
+  free(buf);
+  return out;
+}
+
+ln_tensor *ln_sync_batch_norm(ln_tensor *input, ln_tensor *running_mean,
+                              ln_tensor *running_var, ln_tensor *weight, ln_tensor *bias,
+                              double momentum, double eps, ln_dist_group *g,
+                              int64_t num_features) {
+  ln_tensor *p[4] = { running_mean, running_var, weight, bias };
+  return sync_forward(input, p, momentum, eps, g, num_features, LN_OK);
+}
+
+/* ---- backward ---- */
+
+/* t laid out for plan in x's dtype: t itself when it is (retained), else a
+** copy; zeros when t is NULL (an output that received no gradient). New
+** reference, its view in *v. */
+static ln_tensor *laid_out(const ln_bn_plan *plan, ln_tensor *x, ln_tensor *t, ln_bn_view *v) {
+  if (t && ln_tensor_dtype(t) == ln_tensor_dtype(x) && ln_bn_view_for(plan, t, v)) {
+    ln_tensor_retain(t);
+    return t;
+  }
+  ln_tensor *c = ln_bn_empty(plan, x, ln_tensor_dtype(x));
+  ln_status st = !c ? ln_last_status() : t ? ln_copy_(c, t) : ln_zero_(c);
+  if (st != LN_OK) {
+    ln_tensor_release(c);
+    return NULL;
+  }
+  ln_bn_view_for(plan, c, v);
+  return c;
+}
+
+/* With N values per channel in the global batch, w = weight * invstd and
+** the global sums S1 = sum(dy), S2 = sum(dy * (x - mean)):
+**   dx = w * (dy - S1 / N - (x - mean) * invstd^2 * S2 / N)
+** and this rank's dweight = sum(dy * (x - mean)) * invstd, dbias = sum(dy)
+** over its own values. The all_reduce runs only when dx is needed, as in
+** PyTorch; every rank of a data-parallel model agrees on that. The kernels
+** have no entry for dx from sums made elsewhere, so dx is two of their
+** maps, dy * w and (x - mean) * b + d, added. */
+static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in) {
+  const sbn_saved *s = node->extra;
+  ln_tensor *x = ln_node_saved(node, 0);
+  if (!x) return ln_last_status();
+  ln_tensor *w = ln_node_saved(node, 1), *b = ln_node_saved(node, 2);
+  ln_tensor *dy = NULL, *dx = NULL, *part = NULL, *row = NULL;
+  bool need_x = node->next[0].node, need_w = node->next[1].node, need_b = node->next[2].node;
+  int64_t C = s->C, M = ln_tensor_numel(x) / C, len = 2 * C + 1;
+  const double *mean = s->v, *invstd = s->v + C;
+  ln_dtype dt = ln_tensor_dtype(x);
+  pending mine = { .st = LN_OK };
+  ln_status st = LN_OK;
+  ln_bn_plan plan;
+  ln_bn_view xv, gv, dv, pv;
+  double *buf = calloc((size_t)(5 * C + 1), sizeof(double));
+  if (!buf || !(row = ln_zeros(&len, 1, LN_F64, LN_DEVICE_CPU))) {
+    st = buf ? ln_last_status() : ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm backward");
+    goto done;
+  }
+  double *wv = buf, *cb = wv + C, *cd = cb + C, *tmp = cd + C, *zero = tmp + C;
+  double *sdy = ln_tensor_data(row), *sdyx = sdy + C;
+  if (M > 0) {
+    ln_bn_plan_for(x, &plan);  /* x is what the forward's kernels ran on */
+    ln_bn_view_for(&plan, x, &xv);
+    keep(&mine, (dy = laid_out(&plan, x, grad_out[0], &gv)) ? LN_OK : ln_last_status());
+    if (mine.st == LN_OK) keep(&mine, ln_bn_cpu_grad_sums(dt, &plan.g, &xv, &gv, mean, sdy, sdyx));
+  }
+  for (int64_t c = 0; c < C; c++) tmp[c] = sdyx[c] * invstd[c];
+  if (mine.st == LN_OK && need_w && !(grad_in[1] = param_grad(w, tmp)))
+    keep(&mine, ln_last_status());
+  if (mine.st == LN_OK && need_b && !(grad_in[2] = param_grad(b, sdy)))
+    keep(&mine, ln_last_status());
+  if (need_x) {
+    sdy[2 * C] = mine.st != LN_OK;
+    if ((st = ln_dist_all_reduce(s->g, row, LN_REDUCE_SUM)) != LN_OK) goto done;
+  }
+  if (mine.st != LN_OK) {
+    st = raise(&mine);
+    goto done;
+  }
+  if (!need_x) goto done;
+  if (sdy[2 * C] != 0) {
+    st = ln_error(LN_ERUNTIME, "SyncBatchNorm: the backward failed on another rank (its "
+                  "error says why)");
+    goto done;
+  }
+  if (M == 0) {
+    if (!(dx = ln_zeros(ln_tensor_sizes(x), ln_tensor_dim(x), dt, ln_tensor_device(x))))
+      st = ln_last_status();
+    goto done;
+  }
+  if ((st = vec_read(w, C, 1.0, wv)) != LN_OK) goto done;
+  for (int64_t c = 0; c < C; c++) {
+    wv[c] *= invstd[c];
+    cb[c] = -wv[c] * invstd[c] * invstd[c] * sdyx[c] / s->count;
+    cd[c] = -wv[c] * sdy[c] / s->count;
+  }
+  if (!(dx = ln_bn_empty(&plan, x, dt)) || !(part = ln_bn_empty(&plan, x, dt))) {
+    st = ln_last_status();
+    goto done;
+  }
+  ln_bn_view_for(&plan, dx, &dv);
+  ln_bn_view_for(&plan, part, &pv);
+  st = ln_bn_cpu_affine(dt, &plan.g, &gv, &dv, zero, wv, zero);
+  if (st == LN_OK) st = ln_bn_cpu_affine(dt, &plan.g, &xv, &pv, mean, cb, cd);
+  if (st == LN_OK) st = ln_binary_(LN_ADD, dx, part);
+done:
+  if (st == LN_OK) {
+    grad_in[0] = dx;
+    dx = NULL;
+  } else {
+    for (int i = 0; i < 3; i++) {
+      ln_tensor_release(grad_in[i]);
+      grad_in[i] = NULL;
+    }
+  }
+  ln_tensor_release(dx);
+  ln_tensor_release(part);
+  ln_tensor_release(dy);
+  ln_tensor_release(row);
+  free(buf);
+  return st;
+}
+
+/* ---- the module ---- */
+
+/* The module's extra state (ln_bn_ext). */
+typedef struct sbn_state {
+  ln_dist_group *group;       /* retained; NULL: the world at each forward */
+  ln_dist_group *checked_on;  /* retained; where num_features was last checked */
+  int64_t checked;            /* that num_features; -1 before the first check */
+} sbn_state;
+
+static void free_state(void *p) {
+  sbn_state *s = p;
+  ln_dist_group_release(s->group);
+  ln_dist_group_release(s->checked_on);
+  free(s);
+}
+
+static ln_tensor *sbn_forward(ln_module *m, ln_tensor *const *inputs, int n);
+
+static const ln_module_type sync_type = {
+  .name = "SyncBatchNorm", .version = 2, .forward = sbn_forward,
+  .extra_repr = ln_bn_extra_repr, .load_hook = ln_bn_load_hook, .free_priv = ln_bn_free_priv
+};
+
+bool ln_is_sync_batchnorm(const ln_module *m) {
+  return m && ln_module_get_type(m) == &sync_type;
+}
+
+static sbn_state *state_of(const ln_module *m) {
+  return ln_is_sync_batchnorm(m) ? ln_bn_ext(m) : NULL;
+}
+
+ln_dist_group *ln_sync_batchnorm_group(const ln_module *m) {
+  sbn_state *s = state_of(m);
+  return s ? s->group : NULL;
+}
+
+ln_status ln_sync_batchnorm_set_group(ln_module *m, ln_dist_group *group) {
+  sbn_state *s = state_of(m);
+  if (!s)
+    return ln_error(LN_EINVAL, "SyncBatchNorm module expected, got %s",
+                    m ? ln_module_type_name(m) : "NULL");
+  if (group) ln_dist_group_retain(group);
+  ln_dist_group_release(s->group);
+  s->group = group;
+  return LN_OK;
+}
+
+ln_module *ln_sync_batchnorm_new(int64_t num_features, const ln_batchnorm_options *opts,
+                                 ln_dist_group *group) {
+  sbn_state *s = calloc(1, sizeof *s);
+  if (!s) {
+    ln_error(LN_ENOMEM, "out of memory creating a SyncBatchNorm module");
+    return NULL;
+  }
+  ln_module *m = ln_bn_module_new(&sync_type, 0, num_features, opts, false);
+  if (!m) {
+    free(s);
+    return NULL;
+  }
+  s->checked = -1;
+  ln_bn_set_ext(m, s, free_state);
+  ln_sync_batchnorm_set_group(m, group);
+  return m;
+}
+
+/* The slots convert_sync_batchnorm shares, in _NormBase's order. */
+static const char *const shared_slots[5] = { "weight", "bias", "running_mean", "running_var",
+                                             "num_batches_tracked" };
+
+ln_module *ln_sync_batchnorm_from(ln_module *bn, ln_dist_group *group) {
+  if (!ln_is_batchnorm(bn) && !ln_is_sync_batchnorm(bn)) {
+    ln_error(LN_EINVAL, "convert_sync_batchnorm: BatchNorm module expected, got %s",
+             bn ? ln_module_type_name(bn) : "NULL");
+    return NULL;
+  }
+  ln_batchnorm_options o = ln_batchnorm_defaults();
+  o.affine = ln_module_attr_bool(bn, "affine", true);
+  o.track_running_stats = ln_module_attr_bool(bn, "track_running_stats", true);
+  const ln_attr *nf = ln_module_get_attr(bn, "num_features");
+  ln_module *m = ln_sync_batchnorm_new(nf && nf->kind == LN_ATTR_INT ? nf->u.i : 0, &o, group);
+  if (!m) return NULL;
+  ln_status st = LN_OK;
+  static const char *const attrs[2] = { "eps", "momentum" };
+  for (int i = 0; i < 2 && st == LN_OK; i++) {
+    const ln_attr *a = ln_module_get_attr(bn, attrs[i]);
+    if (a) st = ln_module_set_attr(m, attrs[i], *a);
+  }
+  for (int i = 0; i < 5 && st == LN_OK; i++) {
+    ln_tensor *t = ln_module_get_tensor(bn, shared_slots[i]);
+    st = i < 2 ? ln_module_register_parameter(m, shared_slots[i], t)
+               : ln_module_register_buffer(m, shared_slots[i], t, true);
+  }
+  if (st != LN_OK) {
+    ln_module_release(m);
+    return NULL;
+  }
+  ln_module_train(m, ln_module_training(bn));
+  return m;
+}
+
+/* _BatchNorm.forward's logic (ln_bn_prepare), then ln_batch_norm, or the
+** synchronized forward when training on a group of more than one process
+** that this process belongs to (PyTorch's need_sync: a process outside
+** the group normalizes its own batch). */
+static ln_tensor *sbn_forward(ln_module *m, ln_tensor *const *inputs, int n) {
+  if (n != 1) {
+    ln_error(LN_EINVAL, "SyncBatchNorm.forward expects 1 input, got %d", n);
+    return NULL;
+  }
+  ln_tensor *x = inputs[0];
+  sbn_state *s = state_of(m);
+  ln_dist_group *g = s->group ? s->group : ln_dist_world();
+  bool sync = ln_module_training(m) && ln_dist_is_initialized() && g &&
+              ln_dist_group_is_member(g) && ln_dist_group_size(g) > 1;
+  const ln_attr *nf = ln_module_get_attr(m, "num_features");
+  int64_t K = nf && nf->kind == LN_ATTR_INT ? nf->u.i : 0;
+  ln_bn_call c;
+  if (!sync) {
+    if (ln_bn_prepare(m, x, &c) != LN_OK) return NULL;
+    if (check_channels(x, K) != LN_OK) return ln_bn_finish(m, &c, NULL);
+    return ln_bn_finish(m, &c, ln_batch_norm(x, c.running_mean, c.running_var, c.weight,
+                                             c.bias, c.training, c.momentum, c.eps));
+  }
+  if (s->checked != K || s->checked_on != g) {
+    if (ln_dist_check_same(g, K, "SyncBatchNorm channel count") != LN_OK) return NULL;
+    ln_dist_group_retain(g);
+    ln_dist_group_release(s->checked_on);
+    s->checked_on = g;
+    s->checked = K;
+  }
+  ln_status pre = ln_bn_prepare(m, x, &c);
+  ln_tensor *p[4] = { c.running_mean, c.running_var, c.weight, c.bias };
+  return ln_bn_finish(m, &c, sync_forward(x, p, c.momentum, c.eps, g, K, pre));
+}
