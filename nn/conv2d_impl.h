@@ -4,10 +4,9 @@
 ** a geometry; tensors, checks and autograd stay in conv2d.c.
 **
 ** The batch is cut into chunks of samples whose im2col matrix fits a
-** fixed budget. Per chunk and group, im2col writes one row per output
-** pixel, col[(n, oh, ow), (c, i, j)], so that one gemm per group covers the
-** whole chunk: out[(n, oh, ow), oc] = col @ W_g^T, with the weight used in
-** place as the (OC, C/groups * kh * kw) matrix it is when contiguous.
+** fixed budget. Per chunk and group, im2col lays out one column (or row)
+** per output pixel of every sample of the chunk, so that one gemm per
+** group covers the whole chunk (conv2d_cpu.inc has the two layouts).
 ** Inputs and outputs are read and written through their strides, so any
 ** layout (NCHW, channels-last, views) works without copies.
 */

@@ -176,6 +176,7 @@ static void test_conv2d(void) {
     { 3, 3, 5, 5, 6, 3, 3, params(2, 2, 1, 1, 1, 1, 3), true, false, false },
     { 2, 3, 6, 5, 4, 3, 3, params(1, 1, 1, 1, 1, 1, 1), true, true, false },
     { 2, 4, 6, 7, 4, 2, 3, params(2, 1, 0, 1, 1, 2, 2), true, true, false },
+    { 2, 3, 5, 5, 6, 3, 3, params(1, 1, 1, 1, 1, 1, 3), true, true, false },
     { 2, 3, 5, 6, 4, 3, 3, params(1, 2, 1, 0, 1, 1, 1), true, false, true },
     { 2, 2, 5, 6, 3, 4, 2, same, true, false, false },
     { 2, 3, 5, 6, 2, 3, 3, valid, true, false, false },
