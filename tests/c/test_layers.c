@@ -340,6 +340,9 @@ static void test_pooling(void) {
   ln_module_release(m);
   m = ln_adaptive_avg_pool2d_new((int64_t[]){ -1, 7 }, true);
   CHECK(m && repr_is(m, "AdaptiveAvgPool2d(output_size=(false, 7))"));
+  int64_t osz[2];
+  bool pair = false;
+  CHECK(ln_adaptive_avg_pool2d_module_size(m, osz, &pair) && osz[0] == -1 && osz[1] == 7 && pair);
   y = ln_module_call(m, &x, 1);
   CHECK(y && ln_tensor_size(y, 2) == 5 && ln_tensor_size(y, 3) == 7);
   ln_tensor_release(y);
@@ -459,6 +462,9 @@ static void test_modules(void) {
   ln_module *drop = ln_dropout_new(0.25, false);
   CHECK(repr_is(relu, "ReLU()") && repr_is(flat_m, "Flatten(start_dim=2, end_dim=-1)") &&
         repr_is(drop, "Dropout(p=0.25, inplace=false)"));
+  int sd, ed;
+  CHECK(ln_flatten_module_dims(flat_m, &sd, &ed) && sd == 1 && ed == -1);
+  CHECK(!ln_flatten_module_dims(relu, &sd, &ed));
   CHECK(ln_dropout_new(1.5, false) == NULL);
   CHECK_MSG("dropout probability has to be between 0 and 1, but got 1.5");
 
