@@ -85,9 +85,10 @@ end
 
 local format_value
 
--- "{...}" text of table t: the sequence 1..n, then the other keys
--- sorted. `path` holds the tables being printed (a cycle prints
--- <cycle>); `depth` is how deep t is.
+-- "{...}" text of table t: the sequence 1..n, then the other keys sorted,
+-- or in the order of t's __pairs when it has one (a state dict lists its
+-- tensors in the module's order). `path` holds the tables being printed
+-- (a cycle prints <cycle>); `depth` is how deep t is.
 local function format_table(t, depth, path)
   if path[t] then return "<cycle>" end
   if next(t) == nil then return "{}" end
@@ -98,7 +99,8 @@ local function format_table(t, depth, path)
   for k in pairs(t) do
     if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
   end
-  table.sort(keys, key_less)
+  local mt = getmetatable(t)
+  if not (type(mt) == "table" and rawget(mt, "__pairs")) then table.sort(keys, key_less) end
   local parts, total, multiline = {}, n + #keys, false
   local function add(key_text, v)
     local text = format_value(v, depth + 1, path, true)

@@ -72,6 +72,15 @@ describe("repl.format", function()
     assert.are.equal("{{1}, {1}}", f({ shared, shared }))   -- not a cycle
   end)
 
+  it("keeps the order of a table's __pairs (a state dict's)", function()
+    local sd = nn.BatchNorm1d(2):state_dict()
+    local text = f(sd)
+    local order = {}
+    for k in text:gmatch("\n  ([%w_]+) = ") do order[#order + 1] = k end
+    assert.are.same({ "weight", "bias", "running_mean", "running_var", "num_batches_tracked",
+                      "_metadata" }, order)
+  end)
+
   it("breaks long tables over lines and stops after options.items entries", function()
     local long = {}
     for i = 1, 30 do long[i] = i * 1000 end
