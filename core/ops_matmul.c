@@ -2,16 +2,17 @@
 ** ops_matmul.c -- torch.matmul: dot (1D.1D), matrix-vector, matrix-matrix
 ** and batched products with broadcast batch dims, and their backward.
 **
-** float32/float64 go to OpenBLAS. An operand whose matrices have a unit
-** stride along one of their two dims is passed as is (transposed views
-** become CblasTrans with the original leading dimension); others are made
+** float32/float64 go to OpenBLAS through ln_gemm. An operand whose
+** matrices have a unit stride along one of their two dims is passed as is
+** (transposed views become a transposed operand with the original leading
+** dimension); others are made
 ** contiguous first. float16/bfloat16 compute in float32; int64 uses a
 ** plain loop.
 */
-#include <cblas.h>
 #include <limits.h>
 #include <string.h>
 
+#include "blas.h"
 #include "ops_impl.h"
 
 /* The shapes of a product after 1D operands became [1, k] and [k, 1]. */
@@ -76,16 +77,16 @@ static ln_tensor *as_matrix(ln_tensor *t, bool was_1d, int dim) {
 /* How to hand a rows x cols matrix with strides (rs, cs) to BLAS, if it
 ** can be: row-major (ld = rs) or transposed (ld = cs). */
 static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs,
-                        enum CBLAS_TRANSPOSE *tr, int64_t *ld) {
+                        bool *tr, int64_t *ld) {
   int64_t minr = cols > 1 ? cols : 1, minc = rows > 1 ? rows : 1;
   if (cs == 1 || cols == 1) {
     *ld = rows == 1 ? minr : rs;
-    *tr = CblasNoTrans;
+    *tr = false;
     if (*ld >= minr && *ld <= INT_MAX) return true;
   }
   if (rs == 1 || rows == 1) {
     *ld = cols == 1 ? minc : cs;
-    *tr = CblasTrans;
+    *tr = true;
     if (*ld >= minc && *ld <= INT_MAX) return true;
   }
   return false;
@@ -111,7 +112,7 @@ static void mm_compute(ln_tensor *a, ln_tensor *b, ln_tensor *out, const mm_geom
   int64_t nbatch = 1;
   for (int d = 0; d < g->nb; d++) nbatch *= g->batch[d];
   const int64_t *as = a->strides + a->ndim - 2, *bs = b->strides + b->ndim - 2;
-  enum CBLAS_TRANSPOSE ta = CblasNoTrans, tb = CblasNoTrans;
+  bool ta = false, tb = false;
   int64_t lda = 0, ldb = 0;
   if (out->dtype != LN_I64) {
     blas_layout(g->m, g->k, as[0], as[1], &ta, &lda);
@@ -122,14 +123,9 @@ static void mm_compute(ln_tensor *a, ln_tensor *b, ln_tensor *out, const mm_geom
     const char *pa = (const char *)ln_tensor_data(a) + batch_offset(a, g, i);
     const char *pb = (const char *)ln_tensor_data(b) + batch_offset(b, g, i);
     char *pc = (char *)ln_tensor_data(out) + i * g->m * g->n * (int64_t)es;
-    if (out->dtype == LN_F32) {
-      cblas_sgemm(CblasRowMajor, ta, tb, (int)g->m, (int)g->n, (int)g->k, 1.0f,
-                  (const float *)pa, (int)lda, (const float *)pb, (int)ldb, 0.0f,
-                  (float *)pc, (int)(g->n > 1 ? g->n : 1));
-    } else if (out->dtype == LN_F64) {
-      cblas_dgemm(CblasRowMajor, ta, tb, (int)g->m, (int)g->n, (int)g->k, 1.0,
-                  (const double *)pa, (int)lda, (const double *)pb, (int)ldb, 0.0,
-                  (double *)pc, (int)(g->n > 1 ? g->n : 1));
+    if (out->dtype != LN_I64) {
+      ln_gemm(out->dtype, ta, tb, g->m, g->n, g->k, 1.0, pa, lda, pb, ldb, 0.0, pc,
+              g->n > 1 ? g->n : 1);
     } else {
       int64_t *c = (int64_t *)pc;
       for (int64_t r = 0; r < g->m; r++)
@@ -149,7 +145,7 @@ static void mm_compute(ln_tensor *a, ln_tensor *b, ln_tensor *out, const mm_geom
 static ln_tensor *blas_operand(ln_tensor *t, ln_dtype ct) {
   ln_tensor *c = ln_to_dtype(t, ct);
   if (!c || ct == LN_I64) return c;
-  enum CBLAS_TRANSPOSE tr;
+  bool tr;
   int64_t ld, r = c->sizes[c->ndim - 2], k = c->sizes[c->ndim - 1];
   if (blas_layout(r, k, c->strides[c->ndim - 2], c->strides[c->ndim - 1], &tr, &ld)) return c;
   ln_tensor *cc = ln_contiguous(c, LN_CONTIGUOUS);

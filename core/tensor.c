@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "ops.h"
 #include "tensor_impl.h"
 
@@ -17,6 +18,7 @@ void ln_init(void) {
   static int done;
   if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL)) return;
   ln_backends_init();
+  ln_blas_init();
 }
 
 int64_t ln_tensor_live_count(void) {

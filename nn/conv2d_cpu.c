@@ -10,11 +10,11 @@
 ** splits its products along M and N, so results do not depend on the
 ** thread count.
 */
-#include <cblas.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/blas.h"
 #include "conv2d_impl.h"
 
 /* Loops below this many elements stay on one thread. */
@@ -51,19 +51,19 @@ static inline bool ln_conv_rows_form(const ln_conv_geom *g, const int64_t *xs) {
 
 #define T float
 #define SFX f32
-#define GEMM cblas_sgemm
+#define DT LN_F32
 #include "conv2d_cpu.inc"
 #undef T
 #undef SFX
-#undef GEMM
+#undef DT
 
 #define T double
 #define SFX f64
-#define GEMM cblas_dgemm
+#define DT LN_F64
 #include "conv2d_cpu.inc"
 #undef T
 #undef SFX
-#undef GEMM
+#undef DT
 
 ln_status ln_conv2d_cpu_forward(ln_dtype dt, const ln_conv_geom *g, const void *x,
                                 const int64_t xs[4], const void *w, const void *b,
