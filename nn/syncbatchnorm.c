@@ -575,10 +575,9 @@ ln_module *ln_sync_batchnorm_from(ln_module *bn, ln_dist_group *group) {
   ln_module *m = ln_sync_batchnorm_new(nf && nf->kind == LN_ATTR_INT ? nf->u.i : 0, &o, group);
   if (!m) return NULL;
   ln_status st = LN_OK;
-  static const char *const attrs[2] = { "eps", "momentum" };
-  for (int i = 0; i < 2 && st == LN_OK; i++) {
-    const ln_attr *a = ln_module_get_attr(bn, attrs[i]);
-    if (a) st = ln_module_set_attr(m, attrs[i], *a);
+  for (int i = 0; i < ln_module_attr_count(bn) && st == LN_OK; i++) {
+    const char *name = ln_module_attr_name(bn, i);
+    st = ln_module_set_attr(m, name, *ln_module_get_attr(bn, name));
   }
   for (int i = 0; i < 5 && st == LN_OK; i++) {
     ln_tensor *t = ln_module_get_tensor(bn, shared_slots[i]);

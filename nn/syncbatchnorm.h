@@ -54,8 +54,8 @@ ln_tensor *ln_sync_batch_norm(ln_tensor *input, ln_tensor *running_mean,
 ** again if num_features or the group changes. New reference or NULL. */
 ln_module *ln_sync_batchnorm_new(int64_t num_features, const ln_batchnorm_options *opts,
                                  ln_dist_group *group);
-/* convert_sync_batchnorm for one module: a new SyncBatchNorm with bn's
-** attributes, sharing bn's parameters and buffers (the same tensors), in
+/* convert_sync_batchnorm for one module: a new SyncBatchNorm with all of
+** bn's attributes, sharing its parameters and buffers (the same tensors), in
 ** bn's training mode. bn: a BatchNorm1d/2d/3d or a SyncBatchNorm. */
 ln_module *ln_sync_batchnorm_from(ln_module *bn, ln_dist_group *group);
 
