@@ -1,18 +1,20 @@
 --[[
 bench_lunet.lua -- lunet's half of scripts/bench, and the report.
 
-  lunet bench_lunet.lua run --out FILE [--check DIR] [--quick]
-      Times lunet's BatchNorm cases (and a copy_ of each input's size) and
-      writes one line per sample to FILE. With --check it also writes each
-      case's inputs and lunet's outputs (train forward, backward, running
-      statistics, eval forward) to DIR as safetensors, with a manifest that
-      bench_torch.py reads: the case list lives only here.
-  lunet bench_lunet.lua report [--markdown FILE] FILE...
-      Reads the sample files of both frameworks (every round) and prints
-      the table: medians, ratio, roofline fraction, target, pass/miss.
+  lunet bench_lunet.lua run --dir DIR --out FILE [--blocks N] [--quick]
+      Writes each case's inputs and lunet's results (train forward,
+      backward, running statistics, eval forward) to DIR as safetensors,
+      with DIR/manifest.tsv: the cases, the measures and the sampling
+      parameters, which bench_torch.py follows (the case list lives only
+      here). Then times lunet in blocks that alternate with PyTorch's
+      through the FIFOs DIR/to_torch and DIR/to_lunet: a block of lunet
+      samples, a block of PyTorch samples of the same measure, and so on,
+      so that both see the machine in the same state.
+  lunet bench_lunet.lua report [--markdown FILE] LUNET_FILE TORCH_FILE
+      Prints the table: medians, ratio, roofline fraction, target, pass/miss.
 
 Sample files are tab-separated lines:
-  sample <case> <measure> <seconds per call>
+  sample <case> <measure> <block> <seconds per call>
   meta <key> <value>
   check <case> <what> <1|0> <max abs diff / max(1, max abs value)>  (bench_torch.py)
 The thread count comes from the environment (LUNET_NUM_THREADS), which
@@ -35,12 +37,14 @@ local OVERHEAD = { key = "overhead", label = "per-call overhead: BatchNorm1d (2,
   module = "BatchNorm1d", shape = { 2, 4 }, format = "contiguous" }
 
 -- What each measure must move, in units of the input's size: forward reads
--- x and writes y; backward reads x and dy and writes dx.
+-- x and writes y; backward reads x and dy and writes dx. "copy" (x into a
+-- tensor of its layout) is the roofline's reference and is not a row.
 local MEASURES = {
   { key = "train_fwd", label = "train forward", moves = 2 },
   { key = "train_fwd_bwd", label = "train forward+backward", moves = 5 },
   { key = "train_bwd", label = "  backward alone", moves = 3 },
   { key = "eval_fwd", label = "eval forward", moves = 2 },
+  { key = "copy" },
 }
 
 -- Targets (issue 3): the ratio torch/lunet, and train forward's roofline.
@@ -60,7 +64,7 @@ local function parse(args)
   while i <= #args do
     local a = args[i]
     if a == "--quick" then o.quick = true
-    elseif a == "--out" or a == "--check" or a == "--markdown" then
+    elseif a == "--out" or a == "--dir" or a == "--markdown" or a == "--blocks" then
       o[a:sub(3)] = assert(args[i + 1], a .. " needs an argument")
       i = i + 1
     elseif a:sub(1, 2) == "--" then error("unknown option " .. a)
@@ -82,16 +86,35 @@ local function median(v)
   return (s[n // 2] + s[n // 2 + 1]) / 2
 end
 
--- Run step (which returns the seconds of the part it times) `warm` times,
--- then collect samples until `budget` seconds have passed with at least
--- `min` samples, or `max` samples.
-local function sample(step, p)
+-- One block: run step (which returns the seconds of the part it times)
+-- `warm` times, then collect samples until `budget` seconds have passed
+-- with at least `min` samples.
+local function block(step, p)
   for _ = 1, p.warm do step() end
   local out, start = {}, lunet.clock()
-  while #out < p.max and (#out < p.min or lunet.clock() - start < p.budget) do
+  while #out < p.min or lunet.clock() - start < p.budget do
     out[#out + 1] = step()
   end
   return out
+end
+
+-- The FIFOs to bench_torch.py: pass() lets PyTorch run its block and
+-- returns when it has; an empty read means PyTorch stopped.
+local function open_peer(dir)
+  local tx = assert(io.open(dir .. "/to_torch", "w"))
+  local rx = assert(io.open(dir .. "/to_lunet", "r"))
+  local function wait()
+    if rx:read("l") == nil then error("the PyTorch side stopped", 0) end
+  end
+  wait()   -- PyTorch has loaded and checked the cases
+  return {
+    pass = function()
+      tx:write("go\n")
+      tx:flush()
+      wait()
+    end,
+    close = function() tx:close(); rx:close() end,
+  }
 end
 
 local function make_input(case)
@@ -109,21 +132,42 @@ local function make_module(case, w, b)
   return m
 end
 
--- The four measures of one case, and copy_ of the input's size.
-local function time_case(case, p, emit)
+-- A fresh training step and an eval forward on a case's inputs, saved for
+-- bench_torch.py to compare with PyTorch's. Returns the inputs.
+local function write_check(case, path)
   local c = case.shape[2]
-  local x = make_input(case)
+  local w, b = lunet.rand(c) + 0.5, lunet.randn(c)
+  local x, dy = make_input(case), make_input(case)
+  local m = make_module(case, w, b)
   local xg = x:detach():requires_grad_(true)
-  local dy = make_input(case)
-  local m = make_module(case, lunet.rand(c) + 0.5, lunet.randn(c))
-  local clock = lunet.clock
+  local y = m(xg)
+  y:backward(dy)
+  m:eval()
+  lunet.save(path, {
+    x = x, dy = dy, weight = w, bias = b, y = y:detach(), dx = xg.grad,
+    dweight = m.weight.grad, dbias = m.bias.grad,
+    running_mean = m.running_mean, running_var = m.running_var, y_eval = m(x),
+  })
+  return { x = x, dy = dy, weight = w, bias = b }
+end
 
-  local steps = {
-    train_fwd = function()
-      local t0 = clock()
-      local y <close> = m(x)
-      return clock() - t0
-    end,
+-- The step of each measure on a case's inputs (x, dy, weight, bias).
+-- Outputs are closed after the clock stops; gradients are reset to nil
+-- before it starts, so accumulation is never timed.
+local function steps_for(case, inp)
+  local x, dy = inp.x, inp.dy
+  local xg = x:detach():requires_grad_(true)
+  local m = make_module(case, inp.weight, inp.bias)
+  local dst = x:clone()   -- keeps x's memory format
+  local clock = lunet.clock
+  local function forward()
+    local t0 = clock()
+    local y <close> = m(x)
+    return clock() - t0
+  end
+  return m, {
+    train_fwd = forward,
+    eval_fwd = forward,
     train_fwd_bwd = function()
       xg.grad, m.weight.grad, m.bias.grad = nil, nil, nil
       local t0 = clock()
@@ -138,105 +182,98 @@ local function time_case(case, p, emit)
       y:backward(dy)
       return clock() - t0
     end,
-    eval_fwd = function()
+    copy = function()
       local t0 = clock()
-      local y <close> = m(x)
+      dst:copy_(x)
       return clock() - t0
     end,
   }
-  for _, ms in ipairs(MEASURES) do
-    m:train(ms.key ~= "eval_fwd")
-    for _, s in ipairs(sample(steps[ms.key], p)) do emit("sample", case.key, ms.key, s) end
-  end
-  local dst = x:clone()   -- keeps x's memory format
-  local copy = function()
-    local t0 = clock()
-    dst:copy_(x)
-    return clock() - t0
-  end
-  for _, s in ipairs(sample(copy, p)) do emit("sample", case.key, "copy", s) end
-  emit("meta", "bytes:" .. case.key, x:numel() * x:element_size())
 end
 
--- Calls of a tiny eval forward, timed in batches of `calls`.
-local function time_overhead(p, emit)
+-- Calls of a tiny eval forward, timed `calls` at a time.
+local function overhead_step(calls)
   local m = lunet.nn[OVERHEAD.module](OVERHEAD.shape[2]):eval()
   local x = lunet.randn(table.unpack(OVERHEAD.shape))
-  local calls = p.calls
-  local step = function()
+  return function()
     local t0 = lunet.clock()
     for _ = 1, calls do m(x) end
     return (lunet.clock() - t0) / calls
   end
-  local q = { warm = 1, min = p.min, max = p.max, budget = p.budget }
-  for _, s in ipairs(sample(step, q)) do emit("sample", OVERHEAD.key, "eval_fwd", s) end
-end
-
--- Inputs and lunet's results for bench_torch.py to compare with PyTorch's.
-local function write_check(case, dir)
-  local c = case.shape[2]
-  local w, b = lunet.rand(c) + 0.5, lunet.randn(c)
-  local x, dy = make_input(case), make_input(case)
-  local m = make_module(case, w, b)
-  local xg = x:detach():requires_grad_(true)
-  local y = m(xg)
-  y:backward(dy)
-  m:eval()
-  local path = ("%s/%s.safetensors"):format(dir, case.key)
-  lunet.save(path, {
-    x = x, dy = dy, weight = w, bias = b, y = y:detach(), dx = xg.grad,
-    dweight = m.weight.grad, dbias = m.bias.grad,
-    running_mean = m.running_mean, running_var = m.running_var, y_eval = m(x),
-  })
-  return path
 end
 
 local function run(o)
-  local out = assert(io.open(assert(o.out, "run needs --out FILE"), "w"))
+  assert(o.dir and o.out, "run needs --dir DIR and --out FILE")
+  local out = assert(io.open(o.out, "w"))
   local function emit(...)
     local t = table.pack(...)
     for i = 1, t.n do t[i] = tostring(t[i]) end
     out:write(table.concat(t, "\t"), "\n")
   end
-  local p = o.quick and { warm = 1, min = 3, max = 10, budget = 0.05, calls = 200 }
-                     or { warm = 2, min = 5, max = 100, budget = 0.25, calls = 2000 }
+  local p = o.quick and { warm = 1, min = 2, budget = 0.02, blocks = 2, calls = 200 }
+                     or { warm = 1, min = 3, budget = 0.06, blocks = 12, calls = 1000 }
+  p.blocks = tonumber(o.blocks) or p.blocks
   lunet.manual_seed(0)
   emit("meta", "threads", lunet.get_num_threads())
   emit("meta", "lunet", lunet.version)
-  if o.check then
-    local manifest = assert(io.open(o.check .. "/manifest.tsv", "w"))
-    for _, case in ipairs(CASES) do
-      local path = write_check(case, o.check)
-      manifest:write(table.concat({ case.key, case.module, case.format,
-        table.concat(case.shape, ","), path }, "\t"), "\n")
-      collectgarbage()
-    end
-    manifest:write(table.concat({ OVERHEAD.key, OVERHEAD.module, OVERHEAD.format,
-      table.concat(OVERHEAD.shape, ","), "-" }, "\t"), "\n")
-    manifest:write(("params\t%d\t%d\t%d\t%s\t%d\n"):format(p.warm, p.min, p.max, p.budget, p.calls))
-    manifest:close()
-  end
+
+  local inputs, measures = {}, {}
+  for _, ms in ipairs(MEASURES) do measures[#measures + 1] = ms.key end
+  local manifest = assert(io.open(o.dir .. "/manifest.tsv", "w"))
+  manifest:write(("params\t%d\t%d\t%s\t%d\t%d\n"):format(p.warm, p.min, p.budget, p.blocks, p.calls))
+  manifest:write("measures\t", table.concat(measures, ","), "\n")
   for _, case in ipairs(CASES) do
-    time_case(case, p, emit)
+    local path = ("%s/%s.safetensors"):format(o.dir, case.key)
+    inputs[case.key] = write_check(case, path)
+    manifest:write(table.concat({ "case", case.key, case.module, case.format,
+      table.concat(case.shape, ","), path }, "\t"), "\n")
     collectgarbage()
   end
-  time_overhead(p, emit)
+  manifest:write(table.concat({ "overhead", OVERHEAD.key, OVERHEAD.module,
+    OVERHEAD.format, table.concat(OVERHEAD.shape, ",") }, "\t"), "\n")
+  manifest:close()
+
+  local peer = open_peer(o.dir)
+  local function measure(case_key, measure_key, step)
+    for b = 1, p.blocks do
+      for _, s in ipairs(block(step, p)) do emit("sample", case_key, measure_key, b, s) end
+      peer.pass()
+    end
+  end
+  for _, case in ipairs(CASES) do
+    io.stderr:write("  ", case.label, "\n")
+    local m, steps = steps_for(case, inputs[case.key])
+    inputs[case.key] = nil
+    for _, ms in ipairs(MEASURES) do
+      m:train(ms.key ~= "eval_fwd")
+      measure(case.key, ms.key, steps[ms.key])
+    end
+    local numel = 1
+    for _, n in ipairs(case.shape) do numel = numel * n end
+    emit("meta", "bytes:" .. case.key, numel * 4)   -- float32
+    m, steps = nil, nil
+    collectgarbage()
+  end
+  io.stderr:write("  ", OVERHEAD.label, "\n")
+  measure(OVERHEAD.key, "eval_fwd", overhead_step(p.calls))
+  peer.close()
   out:close()
 end
 
 -- ---- report ----
 
-local function read_samples(files)
-  local d = { samples = {}, meta = {}, checks = {} }
-  for _, f in ipairs(files) do
-    local who = f:match("torch[^/]*$") and "torch" or "lunet"
+-- samples[who][case|measure][block] = { seconds... }
+local function read_samples(lunet_file, torch_file)
+  local d = { samples = { lunet = {}, torch = {} }, meta = {}, checks = {} }
+  for who, f in pairs({ lunet = lunet_file, torch = torch_file }) do
     for line in io.lines(f) do
       local t = {}
       for field in line:gmatch("[^\t]+") do t[#t + 1] = field end
       if t[1] == "sample" then
-        local k = who .. "|" .. t[2] .. "|" .. t[3]
-        d.samples[k] = d.samples[k] or {}
-        table.insert(d.samples[k], tonumber(t[4]))
+        local k, b = t[2] .. "|" .. t[3], tonumber(t[4])
+        local by_block = d.samples[who][k] or {}
+        d.samples[who][k] = by_block
+        by_block[b] = by_block[b] or {}
+        table.insert(by_block[b], tonumber(t[5]))
       elseif t[1] == "meta" then
         d.meta[who .. "|" .. t[2]] = t[3]
       elseif t[1] == "check" then
@@ -247,10 +284,27 @@ local function read_samples(files)
   return d
 end
 
+-- Median of all samples of one side, and the median over blocks of the
+-- ratio of PyTorch's block median to lunet's (each pair of blocks ran
+-- back to back, so the ratio is the robust figure).
+local function summarize(d, case, measure)
+  local k = case .. "|" .. measure
+  local L, T = d.samples.lunet[k] or {}, d.samples.torch[k] or {}
+  local function pooled(by_block)
+    local all = {}
+    for _, v in pairs(by_block) do for _, s in ipairs(v) do all[#all + 1] = s end end
+    return median(all)
+  end
+  local ratios = {}
+  for b, v in pairs(L) do
+    if T[b] then ratios[#ratios + 1] = median(T[b]) / median(v) end
+  end
+  return pooled(L), pooled(T), median(ratios)
+end
+
 local function fmt_time(s, unit)
   if s == nil then return "-" end
-  local v = unit == "us" and s * 1e6 or s * 1e3
-  return ("%.3g"):format(v)
+  return ("%.3g"):format(unit == "us" and s * 1e6 or s * 1e3)
 end
 
 local function target_text(t)
@@ -260,12 +314,11 @@ local function target_text(t)
 end
 
 local function report(o)
-  local d = read_samples(o.files)
-  local function med(who, case, measure) return median(d.samples[who .. "|" .. case .. "|" .. measure] or {}) end
+  assert(#o.files == 2, "report needs the lunet and the PyTorch sample files")
+  local d = read_samples(o.files[1], o.files[2])
   local header = { "case", "lunet ms", "torch ms", "torch/lunet", "roofline", "target", "" }
   local rows, misses = {}, 0
-  local function add(label, lt, tt, roof, t, unit)
-    local ratio = lt and tt and tt / lt
+  local function add(label, lt, tt, ratio, roof, t, unit)
     local ok = ratio ~= nil and ratio >= t.ratio and (t.roofline == nil or (roof or 0) >= t.roofline)
     if not ok then misses = misses + 1 end
     rows[#rows + 1] = { label, fmt_time(lt, unit), fmt_time(tt, unit),
@@ -277,18 +330,20 @@ local function report(o)
   for _, case in ipairs(CASES) do
     rows[#rows + 1] = { case.label }
     -- The roofline's reference: the faster copy of the two frameworks.
-    local lc, tc = med("lunet", case.key, "copy"), med("torch", case.key, "copy")
+    local lc, tc = summarize(d, case.key, "copy")
     local ref = lc and tc and math.min(lc, tc) or lc
     local bytes = tonumber(d.meta["lunet|bytes:" .. case.key])
     copies[#copies + 1] = { case, bytes, lc, tc }
     for _, ms in ipairs(MEASURES) do
-      local lt, tt = med("lunet", case.key, ms.key), med("torch", case.key, ms.key)
-      local roof = lt and ref and (ms.moves / 2) * ref / lt
-      add("  " .. ms.label, lt, tt, roof, targets(case.key, ms.key))
+      if ms.moves then
+        local lt, tt, ratio = summarize(d, case.key, ms.key)
+        local roof = lt and ref and (ms.moves / 2) * ref / lt
+        add("  " .. ms.label, lt, tt, ratio, roof, targets(case.key, ms.key))
+      end
     end
   end
-  add(OVERHEAD.label .. " (us/call)", med("lunet", "overhead", "eval_fwd"),
-      med("torch", "overhead", "eval_fwd"), nil, targets("overhead"), "us")
+  local lt, tt, ratio = summarize(d, OVERHEAD.key, "eval_fwd")
+  add(OVERHEAD.label .. " (us/call)", lt, tt, ratio, nil, targets("overhead"), "us")
 
   local lines = {}
   local function out(s) lines[#lines + 1] = s end
@@ -307,14 +362,15 @@ local function report(o)
   out(plain(header))
   for _, r in ipairs(rows) do out(plain(r)) end
   out("")
-  out("copy_ of the input's size (the roofline reference is the faster of the two):")
+  out("ms: median of every sample; torch/lunet: median over the block pairs of the ratio of")
+  out("their medians (>1: lunet is faster); roofline: lunet's share of the copy bandwidth.")
+  out("copy_ of the input's size (the roofline's reference is the faster of the two):")
   for _, c in ipairs(copies) do
     local case, bytes, lc, tc = table.unpack(c)
     local function bw(t) return t and ("%.1f GB/s"):format(2 * bytes / t / 1e9) or "-" end
-    out(("  %-40s %6.1f MB  lunet %s ms (%s)  torch %s ms (%s)"):format(case.label, bytes / 1e6,
+    out(("  %-40s %5.1f MB  lunet %s ms (%s)  torch %s ms (%s)"):format(case.label, bytes / 1e6,
         fmt_time(lc), bw(lc), fmt_time(tc), bw(tc)))
   end
-  out("")
   local bad, worst = {}, 0
   for _, c in ipairs(d.checks) do
     worst = math.max(worst, tonumber(c.diff) or math.huge)
@@ -323,8 +379,7 @@ local function report(o)
   if #d.checks == 0 then out("outputs: NOT compared with PyTorch")
   elseif #bad == 0 then
     out(("outputs match PyTorch: y, dx, dweight, dbias, running stats and eval y of every case"
-         .. " (%d tensors; largest diff %.2g of the tensor's scale, limit 1e-4)")
-        :format(#d.checks, worst))
+         .. " (%d tensors; largest diff %.2g of the tensor's scale, limit 1e-4)"):format(#d.checks, worst))
   else out("outputs DIFFER from PyTorch: " .. table.concat(bad, "; ")) end
   out(("threads: %s (lunet) / %s (torch); torch %s; %d target(s) missed")
       :format(d.meta["lunet|threads"] or "?", d.meta["torch|threads"] or "?",
@@ -345,7 +400,7 @@ local function report(o)
       end
     end
     f:write("\n")
-    for i = #rows + 3, #lines do f:write(lines[i] == "" and "\n" or lines[i] .. "  \n") end
+    for i = #rows + 3, #lines do f:write(lines[i], "  \n") end
     f:close()
   end
   return #bad == 0
@@ -355,7 +410,7 @@ local mode, o = parse(arg)
 if mode == "run" then run(o)
 elseif mode == "report" then os.exit(report(o) and 0 or 1)
 else
-  io.stderr:write("usage: lunet bench_lunet.lua run --out FILE [--check DIR] [--quick]\n",
-                  "       lunet bench_lunet.lua report [--markdown FILE] FILE...\n")
+  io.stderr:write("usage: lunet bench_lunet.lua run --dir DIR --out FILE [--blocks N] [--quick]\n",
+                  "       lunet bench_lunet.lua report [--markdown FILE] LUNET_FILE TORCH_FILE\n")
   os.exit(2)
 end

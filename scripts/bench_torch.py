@@ -1,15 +1,16 @@
 """bench_torch.py -- PyTorch's half of scripts/bench.
 
-    python bench_torch.py --manifest DIR/manifest.tsv --out FILE [--check]
+    python bench_torch.py --dir DIR --out FILE
 
-Reads the cases that bench_lunet.lua wrote (manifest.tsv: key, module,
-memory format, shape, safetensors file with the inputs and lunet's
-results; a `params` line with the sampling parameters), times the same
-measures on the same inputs with PyTorch, and writes one line per sample
-to FILE in bench_lunet.lua's format. With --check it first runs one train
-forward+backward and an eval forward on a fresh module and compares every
-result with lunet's (a `check` line each). Threads: OMP_NUM_THREADS /
-LUNET_NUM_THREADS, as scripts/bench sets them.
+Follows DIR/manifest.tsv, which bench_lunet.lua writes: the sampling
+parameters, the measures, and per case its module, memory format, shape
+and a safetensors file with the inputs and lunet's results. First runs one
+train forward+backward and an eval forward on a fresh module and compares
+every result with lunet's (a `check` line each), then times the same
+measures on the same inputs in blocks that alternate with lunet's through
+the FIFOs DIR/to_torch and DIR/to_lunet, and writes one line per sample to
+FILE in bench_lunet.lua's format. Threads: LUNET_NUM_THREADS (or
+OMP_NUM_THREADS), as scripts/bench sets them.
 """
 import argparse
 import json
@@ -26,6 +27,9 @@ import torch  # noqa: E402
 # magnitude (at least 1): dweight and dbias are float32 sums over up to
 # 200k terms, added up in a different order by each framework.
 TOL = 1e-4
+# Seconds for one side's idle OpenMP workers to stop spinning (libgomp's
+# default spin is a few milliseconds) before the other side's block.
+SETTLE = 0.02
 
 
 def load_safetensors(path):
@@ -59,12 +63,12 @@ def to_format(t, fmt):
     return t.contiguous()
 
 
-def sample(step, p):
+def block(step, p):
     """Like bench_lunet.lua's: warm-up, then samples until the budget."""
     for _ in range(p["warm"]):
         step()
     out, start = [], time.perf_counter()
-    while len(out) < p["max"] and (len(out) < p["min"] or time.perf_counter() - start < p["budget"]):
+    while len(out) < p["min"] or time.perf_counter() - start < p["budget"]:
         out.append(step())
     return out
 
@@ -89,23 +93,21 @@ def check(key, module, fmt, ref, emit):
         diff = (t - want).abs().max().item()
         scale = max(1.0, want.abs().max().item())
         emit("check", key, name, 1 if diff <= TOL * scale else 0, f"{diff / scale:.3g}")
-    if fmt == "channels_last":
-        emit("check", key, "y_is_channels_last",
-             1 if y.is_contiguous(memory_format=torch.channels_last) else 0, "0")
 
 
-def time_case(key, module, fmt, ref, p, emit):
+def case_steps(module, fmt, ref):
+    """The step of each measure, as bench_lunet.lua's: outputs are freed
+    after the clock stops, gradients reset to None before it starts."""
     x = to_format(ref["x"], fmt)
     xg = x.detach().clone().requires_grad_(True)
     dy = to_format(ref["dy"], fmt)
     m = make_module(module, x.shape[1], ref["weight"], ref["bias"])
+    dst = torch.empty_like(x)
     clock = time.perf_counter
 
-    # Each step returns the seconds of the part it times; outputs are freed
-    # when it returns, outside that part, as in bench_lunet.lua.
-    def train_fwd():
+    def forward():
         t0 = clock()
-        y = m(x)
+        y = m(x)  # noqa: F841 -- freed on return
         return clock() - t0
 
     def train_fwd_bwd():
@@ -122,28 +124,18 @@ def time_case(key, module, fmt, ref, p, emit):
         y.backward(dy)
         return clock() - t0
 
-    steps = {"train_fwd": train_fwd, "train_fwd_bwd": train_fwd_bwd,
-             "train_bwd": train_bwd, "eval_fwd": train_fwd}
-    for name, step in steps.items():
-        m.train(name != "eval_fwd")
-        for s in sample(step, p):
-            emit("sample", key, name, s)
-
-    dst = torch.empty_like(x)
-
     def copy():
         t0 = clock()
         dst.copy_(x)
         return clock() - t0
 
-    for s in sample(copy, p):
-        emit("sample", key, "copy", s)
+    return m, {"train_fwd": forward, "eval_fwd": forward, "train_fwd_bwd": train_fwd_bwd,
+               "train_bwd": train_bwd, "copy": copy}
 
 
-def time_overhead(key, module, shape, p, emit):
+def overhead_step(module, shape, calls):
     m = getattr(torch.nn, module)(shape[1]).eval()
     x = torch.randn(*shape)
-    calls = p["calls"]
 
     def step():
         t0 = time.perf_counter()
@@ -151,16 +143,13 @@ def time_overhead(key, module, shape, p, emit):
             m(x)
         return (time.perf_counter() - t0) / calls
 
-    q = dict(p, warm=1)
-    for s in sample(step, q):
-        emit("sample", key, "eval_fwd", s)
+    return step
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--dir", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
 
     threads = int(os.environ.get("LUNET_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or 0)
@@ -168,15 +157,30 @@ def main():
         torch.set_num_threads(threads)
     torch.manual_seed(0)
 
-    cases, p = [], None
-    with open(a.manifest) as f:
+    # Opening the FIFO waits for lunet, which writes the manifest first.
+    rx = open(os.path.join(a.dir, "to_torch"), "r")
+    tx = open(os.path.join(a.dir, "to_lunet"), "w")
+    cases, overhead, p, measures = [], None, None, None
+    with open(os.path.join(a.dir, "manifest.tsv")) as f:
         for line in f:
             t = line.rstrip("\n").split("\t")
             if t[0] == "params":
-                p = {"warm": int(t[1]), "min": int(t[2]), "max": int(t[3]),
-                     "budget": float(t[4]), "calls": int(t[5])}
-            else:
-                cases.append((t[0], t[1], t[2], [int(s) for s in t[3].split(",")], t[4]))
+                p = {"warm": int(t[1]), "min": int(t[2]), "budget": float(t[3]),
+                     "blocks": int(t[4]), "calls": int(t[5])}
+            elif t[0] == "measures":
+                measures = t[1].split(",")
+            elif t[0] == "case":
+                cases.append((t[1], t[2], t[3], t[5]))
+            elif t[0] == "overhead":
+                overhead = (t[1], t[2], [int(s) for s in t[4].split(",")])
+
+    def send(word):
+        tx.write(word + "\n")
+        tx.flush()
+
+    def wait_for_lunet():
+        if rx.readline() == "":
+            raise SystemExit("bench_torch.py: the lunet side stopped")
 
     with open(a.out, "w") as out:
         def emit(*fields):
@@ -184,17 +188,32 @@ def main():
 
         emit("meta", "threads", torch.get_num_threads())
         emit("meta", "torch", torch.__version__)
-        with torch.no_grad():  # copies of the inputs need no history
-            refs = {key: load_safetensors(path) for key, _, _, _, path in cases if path != "-"}
-        if a.check:
-            for key, module, fmt, _, path in cases:
-                if path != "-":
-                    check(key, module, fmt, refs[key], emit)
-        for key, module, fmt, shape, path in cases:
-            if path == "-":
-                time_overhead(key, module, shape, p, emit)
-            else:
-                time_case(key, module, fmt, refs.pop(key), p, emit)
+        refs = {}
+        for key, module, fmt, path in cases:
+            refs[key] = load_safetensors(path)
+            check(key, module, fmt, refs[key], emit)
+        send("ready")
+
+        # Each block of this side follows lunet's block of the same measure.
+        # OpenMP workers spin for a while after their last parallel region:
+        # each side's are left SETTLE seconds to fall asleep before the
+        # other side times anything.
+        def measure(key, name, step):
+            for b in range(1, p["blocks"] + 1):
+                wait_for_lunet()
+                time.sleep(SETTLE)
+                for s in block(step, p):
+                    emit("sample", key, name, b, s)
+                time.sleep(SETTLE)
+                send("done")
+
+        for key, module, fmt, _ in cases:
+            m, steps = case_steps(module, fmt, refs.pop(key))
+            for name in measures:
+                m.train(name != "eval_fwd")
+                measure(key, name, steps[name])
+        key, module, shape = overhead
+        measure(key, "eval_fwd", overhead_step(module, shape, p["calls"]))
 
 
 if __name__ == "__main__":
