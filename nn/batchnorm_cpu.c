@@ -88,13 +88,13 @@ static void bn_run(bool par, int64_t n, bn_range_fn fn, const bn_task *t) {
   }
 }
 
-/* Run a reduction (over dy when given); the partials (n: units_b, a and
-** b: units_b * C doubles) are returned in *out, to be freed with
-** free(out->n). */
+/* Run a reduction (over dy when given, masked with a mask); the partials
+** (n: units_b, a and b: units_b * C doubles) are returned in *out, to be
+** freed with free(out->n). */
 static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
-                           const ln_bn_view *dy, const double *kvec, bn_part *pt,
-                           bn_partials *out) {
-  bn_task t = { .g = g, .x = x, .dy = dy, .pt = bn_partition(g), .kvec = kvec };
+                           const ln_bn_view *dy, const ln_bn_mask *mask, const double *kvec,
+                           bn_part *pt, bn_partials *out) {
+  bn_task t = { .g = g, .x = x, .dy = dy, .mask = mask, .pt = bn_partition(g), .kvec = kvec };
   int64_t np = t.pt.units_b * g->C;
   bool par = bn_parallel(g);
   int nt = par ? omp_get_max_threads() : 1;
@@ -119,7 +119,7 @@ ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
   bn_part pt;
   bn_partials p;
   int64_t C = g->C;
-  ln_status st = bn_reduce(dt, g, x, NULL, NULL, &pt, &p);
+  ln_status st = bn_reduce(dt, g, x, NULL, NULL, NULL, &pt, &p);
   if (st != LN_OK) return st;
   /* Chan's merge of the block ranges in order, all channels at once */
   double n = 0;
@@ -134,15 +134,16 @@ ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
   return LN_OK;
 }
 
-ln_status ln_bn_cpu_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
-                              const ln_bn_view *dy, const double *mean,
-                              double *sum_dy, double *sum_dyx) {
+/* The backward's sums over dy, or over dy masked. */
+static ln_status bn_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                              const ln_bn_view *dy, const ln_bn_mask *mask,
+                              const double *mean, double *sum_dy, double *sum_dyx) {
   bn_part pt;
   bn_partials p;
   double *k = malloc(sizeof(double) * (size_t)(g->C + 1));
   if (!k) return bn_nomem();
   for (int64_t c = 0; c < g->C; c++) k[c] = bn_round(dt, mean[c]);
-  ln_status st = bn_reduce(dt, g, x, dy, k, &pt, &p);
+  ln_status st = bn_reduce(dt, g, x, dy, mask, k, &pt, &p);
   if (st == LN_OK) {
     int64_t C = g->C;
     for (int64_t c = 0; c < C; c++) sum_dy[c] = sum_dyx[c] = 0;
@@ -159,26 +160,42 @@ ln_status ln_bn_cpu_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view
   return st;
 }
 
-/* out = (x - mean) * b + d (+ dy * a): with k the rounded mean, the
-** kernels compute (x - k) * b + (d - (mean - k) * b). */
-static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
-                        const ln_bn_view *dy, const ln_bn_view *o, const double *mean,
-                        const double *a, const double *b, const double *d) {
+ln_status ln_bn_cpu_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                              const ln_bn_view *dy, const double *mean,
+                              double *sum_dy, double *sum_dyx) {
+  return bn_grad_sums(dt, g, x, dy, NULL, mean, sum_dy, sum_dyx);
+}
+
+/* The operands of a map (see the BN_* flags); unused ones are NULL. */
+typedef struct bn_operands {
+  const ln_bn_view *x, *dy, *add, *o, *dz;
+  const ln_bn_mask *mask;
+} bn_operands;
+
+/* out = d + (x - mean) * b (+ dy * a, + add; the mode's flags): with k the
+** rounded mean, the kernels compute (x - k) * b + (d - (mean - k) * b).
+** mean and b are only read with BN_X. */
+static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
+                        const bn_operands *op, const double *mean, const double *a,
+                        const double *b, const double *d) {
   const bn_kernels *kn = bn_kernels_for(dt);
   int64_t C = g->C, W = C * bn_rows_repeat(g), rows = g->outer * g->inner;
-  double *k = malloc(sizeof(double) * (size_t)(2 * C + (g->rows ? 4 * W : 0) + 1));
+  double *k = malloc(sizeof(double) * (size_t)(3 * C + (g->rows ? 4 * W : 0) + 1));
   if (!k) return bn_nomem();
-  double *d2 = k + C;
+  double *d2 = k + C, *b2 = d2 + C;
   for (int64_t c = 0; c < C; c++) {
-    k[c] = bn_round(dt, mean[c]);
-    d2[c] = d[c] - (mean[c] - k[c]) * b[c];
+    k[c] = mode & BN_X ? bn_round(dt, mean[c]) : 0;
+    b2[c] = mode & BN_X ? b[c] : 0;
+    d2[c] = mode & BN_X ? d[c] - (mean[c] - k[c]) * b[c] : d[c];
   }
-  bn_task t = { .g = g, .x = x, .dy = dy, .o = o, .cf = { .k = k, .a = a, .b = b, .d = d2 } };
+  bn_task t = { .g = g, .x = op->x, .dy = op->dy, .o = op->o, .add = op->add, .dz = op->dz,
+                .mask = op->mask, .mode = mode,
+                .cf = { .k = k, .a = a, .b = b2, .d = d2 } };
   bool par = bn_parallel(g);
   if (g->rows) {
     int64_t R = bn_rows_repeat(g);
     t.per = BN_MAP_CHUNK / C > R ? BN_MAP_CHUNK / C / R * R : R;
-    t.scratch = d2 + C;
+    t.scratch = b2 + C;
     kn->prepare_rows(&t);
     bn_run(par, (rows + t.per - 1) / t.per, kn->map_rows, &t);
   } else {
@@ -191,7 +208,8 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
 ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                            const ln_bn_view *y, const double *mean, const double *a,
                            const double *b) {
-  return bn_map(dt, g, x, NULL, y, mean, NULL, a, b);
+  bn_operands op = { .x = x, .o = y };
+  return bn_map(dt, g, BN_X, &op, mean, NULL, a, b);
 }
 
 ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
@@ -201,7 +219,52 @@ ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_
   double *a = st == LN_OK ? malloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
   if (st != LN_OK || !a) return st != LN_OK ? st : bn_nomem();
   for (int64_t c = 0; c < g->C; c++) a[c] = w[c] * (1.0 / sqrt(var[c] + eps));
-  st = bn_map(dt, g, x, NULL, y, mean, NULL, a, b);
+  st = ln_bn_cpu_affine(dt, g, x, y, mean, a, b);
+  free(a);
+  return st;
+}
+
+ln_status ln_bn_cpu_fused_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                                  const ln_bn_view *add, const ln_bn_view *y,
+                                  const ln_bn_mask *mask, const double *mean,
+                                  const double *a, const double *b) {
+  bn_operands op = { .x = x, .add = add, .o = y, .mask = mask };
+  return bn_map(dt, g, BN_X | BN_RELU | (add ? BN_ADD : 0), &op, mean, NULL, a, b);
+}
+
+ln_status ln_bn_cpu_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                             const ln_bn_view *dy, const ln_bn_mask *mask,
+                             const ln_bn_view *dx, const ln_bn_view *dz_out,
+                             const double *mean, const double *invstd, const double *w,
+                             bool training, double *sum_dy, double *sum_dyx) {
+  ln_status st = LN_OK;
+  if (sum_dy) st = bn_grad_sums(dt, g, x, dy, mask, mean, sum_dy, sum_dyx);
+  if (st != LN_OK || (!dx && !dz_out)) return st;
+  int64_t C = g->C;
+  double *a = malloc(sizeof(double) * (size_t)(3 * C + 1)), *b = a + C, *d = b + C;
+  if (!a) return bn_nomem();
+  double M = (double)(g->outer * g->inner);
+  for (int64_t c = 0; c < C; c++) {  /* dx = dz * a + (x - mean) * b + d */
+    a[c] = dx ? w[c] * invstd[c] : 1;   /* without dx, dz alone goes out */
+    b[c] = training && dx ? -a[c] * invstd[c] * invstd[c] * sum_dyx[c] / M : 0;
+    d[c] = training && dx ? -a[c] * sum_dy[c] / M : 0;
+  }
+  bn_operands op = { .x = x, .dy = dy, .o = dx ? dx : dz_out, .mask = mask };
+  unsigned mode = training && dx ? BN_X | BN_DY : BN_DY;
+  if (mask) {
+    mode |= BN_MASKED;
+    if (dx && dz_out) {
+      mode |= BN_DZ;
+      op.dz = dz_out;
+    }
+    st = bn_map(dt, g, mode, &op, mean, a, b, d);
+  } else if (training) {
+    st = bn_map(dt, g, mode, &op, mean, a, b, d);
+  } else {  /* dx = (dy - 0) * a + 0: BatchNorm's eval map on dy */
+    op.x = dy;
+    op.dy = NULL;
+    st = bn_map(dt, g, BN_X, &op, d, NULL, a, d);
+  }
   free(a);
   return st;
 }
@@ -210,18 +273,6 @@ ln_status ln_bn_cpu_train_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn
                                    const ln_bn_view *dy, const ln_bn_view *dx,
                                    const double *mean, const double *invstd,
                                    const double *w, double *sum_dy, double *sum_dyx) {
-  ln_status st = ln_bn_cpu_grad_sums(dt, g, x, dy, mean, sum_dy, sum_dyx);
-  if (st != LN_OK || !dx) return st;
-  int64_t C = g->C;
-  double *a = malloc(sizeof(double) * (size_t)(3 * C + 1)), *b = a + C, *d = b + C;
-  if (!a) return bn_nomem();
-  double M = (double)(g->outer * g->inner);
-  for (int64_t c = 0; c < C; c++) {  /* dx = dy * a + (x - mean) * b + d */
-    a[c] = w[c] * invstd[c];
-    b[c] = -a[c] * invstd[c] * invstd[c] * sum_dyx[c] / M;
-    d[c] = -a[c] * sum_dy[c] / M;
-  }
-  st = bn_map(dt, g, x, dy, dx, mean, a, b, d);
-  free(a);
-  return st;
+  return ln_bn_cpu_backward(dt, g, x, dy, NULL, dx, NULL, mean, invstd, w, true, sum_dy,
+                            sum_dyx);
 }

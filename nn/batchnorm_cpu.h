@@ -44,11 +44,29 @@ typedef struct bn_partials { double *n, *a, *b; } bn_partials;
 /* Per-channel coefficients of a map: out = (x - k) * b + d (+ dy * a). */
 typedef struct bn_coef { const double *k, *a, *b, *d; } bn_coef;
 
+/* What a map computes, as flags (each combination used is a loop of its
+** own, see FN(map_mode) in batchnorm_cpu.inc):
+**   v = d; with BN_X v += (x - k) * b (then x's term comes first);
+**   BN_DY: v += g * a, g = dy, or with BN_MASKED dy where the mask bit is
+**   set, else 0; BN_ADD: v += add; BN_RELU: v = relu(v) (NaN stays),
+**   mask bits set where the stored v passes a gradient (> 0 or NaN);
+**   BN_DZ: g stored into dz. */
+enum {
+  BN_X = 1, BN_DY = 2, BN_ADD = 4, BN_RELU = 8, BN_MASKED = 16, BN_DZ = 32
+};
+
+/* What a reduction sums per channel: statistics of x, or the backward's
+** sums over dy (or over dy masked). */
+enum { BN_SUM_X, BN_SUM_DY, BN_SUM_DZ };
+
 /* One kernel call: what the typed loops read and write. */
 typedef struct bn_task {
   const ln_bn_geom *g;
   const ln_bn_view *x, *dy, *o;  /* dy: the backward's gradient, else NULL;
                                  ** o: a map's output */
+  const ln_bn_view *add, *dz;    /* maps: the addend; the masked gradient out */
+  const ln_bn_mask *mask;        /* the fused ReLU's bits, else NULL */
+  unsigned mode;                 /* maps: BN_* flags */
   bn_part pt;                    /* reductions: blocks and units */
   const double *kvec;            /* reductions over dy: per-channel shifts */
   bn_partials out;               /* reductions: the partials */
@@ -115,10 +133,19 @@ static inline int64_t bn_rows_repeat(const ln_bn_geom *g) {
   return r < rows ? r : rows > 0 ? rows : 1;
 }
 
-/* Do v's rows lie C apart, row r at r * C? */
+/* Do rows with these strides lie C apart, row r at r * C? */
+static inline bool bn_rows_flat_strides(const ln_bn_geom *g, int64_t s_outer,
+                                        int64_t s_inner) {
+  return (g->inner == 1 || s_inner == g->C) && (g->outer == 1 || s_outer == g->inner * g->C);
+}
+
 static inline bool bn_rows_flat(const ln_bn_geom *g, const ln_bn_view *v) {
-  return (g->inner == 1 || v->s_inner == g->C) &&
-         (g->outer == 1 || v->s_outer == g->inner * g->C);
+  return !v || bn_rows_flat_strides(g, v->s_outer, v->s_inner);
+}
+
+/* The mask bit of element (c, j, i). */
+static inline int64_t bn_mask_bit(const ln_bn_mask *m, int64_t c, int64_t j, int64_t i) {
+  return m->off + c * m->s_c + j * m->s_outer + i * m->s_inner;
 }
 
 /* Values per channel in block b. */

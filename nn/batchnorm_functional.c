@@ -1,18 +1,16 @@
 /*
 ** batchnorm_functional.c -- ln_batch_norm (torch.nn.functional.batch_norm
-** with native_batch_norm's semantics) and its autograd node,
-** NativeBatchNormBackward0.
+** with native_batch_norm's semantics) and ln_bn_forward, the forward that
+** it shares with ghost BN, FusedBatchNorm2d and BatchRenorm: argument
+** checks with PyTorch's messages, layouts, blocks, statistics and running
+** statistics. The autograd node is in batchnorm_backward.c.
 **
 ** The input is normalized in its own layout when the kernels have one for
 ** it (batchnorm_kernels.h), else after a contiguous copy; the output is
 ** laid out like what the kernels ran on (so also a 3D (N, C, L) input with
 ** C innermost keeps its layout, where PyTorch returns a contiguous one).
 ** Parameters and running statistics, of any dtype the checks allow, are
-** read and updated here as double C-length vectors. The node saves the
-** input the kernels read (an alias),
-** the weight and bias (for their shape and dtype) and, in `extra`, the
-** per-channel mean and inverse std used -- the batch's in training, a copy
-** of the running stats' in eval -- and nothing of the input's size.
+** read and updated here as double C-length vectors.
 */
 #include <math.h>
 #include <stdio.h>
@@ -20,15 +18,7 @@
 #include <string.h>
 
 #include "../core/autograd.h"
-#include "batchnorm.h"
-#include "batchnorm_kernels.h"
-
-/* What the backward needs besides the saved tensors. */
-typedef struct bn_saved {
-  int64_t C;
-  bool training;
-  double v[];          /* mean[C], then invstd[C] */
-} bn_saved;
+#include "batchnorm_functional.h"
 
 /* ---- messages ---- */
 
@@ -93,7 +83,7 @@ static void *vec_elem(const ln_tensor *t, int64_t i) {
 }
 
 /* out[c] = t[c], or `fill` for every c when t is NULL. */
-static void vec_load(const ln_tensor *t, int64_t C, double fill, double *out) {
+void ln_bn_vec_load(const ln_tensor *t, int64_t C, double fill, double *out) {
   int64_t s = t ? vec_stride(t) : 0;
   if (!t) {
     for (int64_t c = 0; c < C; c++) out[c] = fill;
@@ -109,7 +99,7 @@ static void vec_load(const ln_tensor *t, int64_t C, double fill, double *out) {
   }
 }
 
-static void vec_store(ln_tensor *t, const double *v) {
+void ln_bn_vec_store(ln_tensor *t, const double *v) {
   int64_t s = vec_stride(t), C = ln_tensor_numel(t);
   if (s && ln_tensor_dtype(t) == LN_F32) {
     float *p = ln_tensor_data(t);
@@ -132,19 +122,27 @@ static ln_status check_numel(const char *name, const ln_tensor *t, int64_t C) {
   return LN_OK;
 }
 
-/* Input rank and dtype class, batch size, eps, devices: what PyTorch checks
-** before its empty-input shortcut. */
-static ln_status check_input(ln_tensor *x, ln_tensor *const *params, bool training,
-                             double eps) {
+/* Input rank and dtype class, batch size (of a virtual batch with ghost
+** BN), eps, devices: what PyTorch checks before its empty-input shortcut.
+** params: running_mean, running_var, weight, bias, addend. */
+static ln_status check_input(const ln_bn_args *a, ln_tensor *const *params) {
   char buf[200];
+  ln_tensor *x = a->input;
+  bool training = a->training;
+  double eps = a->eps;
   if (!x) return ln_error(LN_EINVAL, "batch_norm: input expected, got NULL");
   int nd = ln_tensor_dim(x);
   if (nd < 2) return ln_error(LN_EINVAL, "expected at least 2D input (got %dD input)", nd);
-  int64_t per_channel = ln_tensor_size(x, 0);
+  int64_t N = ln_tensor_size(x, 0), V = a->virtual_batch, per_channel = V ? V : N;
   for (int d = 2; d < nd; d++) per_channel *= ln_tensor_size(x, d);
+  if (V < 0 || (V && N % V))
+    return ln_error(LN_EINVAL, "virtual_batch_size %lld does not divide the batch size "
+                    "%lld (input size %s)", (long long)V, (long long)N,
+                    shape_str(x, buf, sizeof buf));
   if (training && per_channel == 1)
     return ln_error(LN_EINVAL, "Expected more than 1 value per channel when training, "
-                    "got input size %s", shape_str(x, buf, sizeof buf));
+                    "got input size %s%s", shape_str(x, buf, sizeof buf),
+                    V ? " with virtual_batch_size 1" : "");
   if (training && !(eps > 0))
     return ln_error(LN_EINVAL, "batch_norm eps must be positive during training, but "
                     "got %s", py_float(eps, buf, sizeof buf));
@@ -152,7 +150,7 @@ static ln_status check_input(ln_tensor *x, ln_tensor *const *params, bool traini
     return ln_error(LN_EINVAL, "batch_norm eps must be non-negative, but got %s",
                     py_float(eps, buf, sizeof buf));
   ln_device dev = ln_tensor_device(x);
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 5; i++) {
     if (!params[i] || ln_device_eq(ln_tensor_device(params[i]), dev)) continue;
     char b2[32];
     return ln_error(LN_EINVAL, "Expected all tensors to be on the same device, but found "
@@ -162,6 +160,19 @@ static ln_status check_input(ln_tensor *x, ln_tensor *const *params, bool traini
   if (dev.type != LN_CPU)
     return ln_error(LN_ERUNTIME, "batch_norm is not implemented for %s tensors yet",
                     ln_device_str(dev, buf, sizeof buf));
+  return LN_OK;
+}
+
+/* The addend of the fused form: the input's shape and dtype. */
+static ln_status check_addend(const ln_tensor *x, const ln_tensor *add) {
+  char b1[200], b2[200];
+  if (!add) return LN_OK;
+  if (!ln_tensor_same_shape(x, add))
+    return ln_error(LN_EINVAL, "addend must have the input's shape %s, got %s",
+                    shape_str(x, b1, sizeof b1), shape_str(add, b2, sizeof b2));
+  if (ln_tensor_dtype(add) != ln_tensor_dtype(x))
+    return ln_error(LN_EINVAL, "addend must have the input's dtype %s, got %s",
+                    ln_dtype_name(ln_tensor_dtype(x)), ln_dtype_name(ln_tensor_dtype(add)));
   return LN_OK;
 }
 
@@ -203,218 +214,223 @@ static ln_status check_params(ln_tensor *x, ln_tensor *const *params, bool train
   return LN_OK;
 }
 
-/* ---- backward ---- */
-
-static ln_tensor *zeros_like_param(ln_tensor *p) {
-  return ln_zeros(ln_tensor_sizes(p), ln_tensor_dim(p), ln_tensor_dtype(p),
-                  ln_tensor_device(p));
-}
-
-/* A new tensor holding v, shaped and typed like the parameter p. */
-static ln_tensor *param_grad(ln_tensor *p, const double *v) {
-  ln_tensor *g = ln_empty(ln_tensor_sizes(p), ln_tensor_dim(p), ln_tensor_dtype(p),
-                          ln_tensor_device(p));
-  if (g) vec_store(g, v);
-  return g;
-}
-
-/* dy in x's layout and dtype: dy itself, or a copy. New reference. */
-static ln_tensor *grad_like(const ln_bn_plan *plan, ln_tensor *x, ln_tensor *dy,
-                            ln_bn_view *v) {
-  if (ln_tensor_dtype(dy) == ln_tensor_dtype(x) && ln_bn_view_for(plan, dy, v)) {
-    ln_tensor_retain(dy);
-    return dy;
-  }
-  ln_tensor *c = ln_bn_empty(plan, x, ln_tensor_dtype(x));
-  if (c && ln_copy_(c, dy) != LN_OK) {
-    ln_tensor_release(c);
-    return NULL;
-  }
-  if (c) ln_bn_view_for(plan, c, v);
-  return c;
-}
-
-/* With M values per channel, w = weight * invstd, mdy = mean(dy) and
-** mdyx = mean(dy * (x - mean)):
-**   training: dx = w * (dy - mdy - (x - mean) * invstd^2 * mdyx)
-**   eval:     dx = w * dy  (the running statistics are constants)
-**   dweight = sum(dy * (x - mean)) * invstd,  dbias = sum(dy). */
-static ln_status bn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in) {
-  const bn_saved *s = node->extra;
-  ln_tensor *g = grad_out[0], *x = ln_node_saved(node, 0), *dy = NULL, *dx = NULL;
-  if (!g) return LN_OK;
-  if (!x) return ln_last_status();
-  ln_tensor *w = ln_node_saved(node, 1), *b = ln_node_saved(node, 2);
-  bool need_x = node->next[0].node, need_w = node->next[1].node, need_b = node->next[2].node;
-  int64_t C = s->C, M = C ? ln_tensor_numel(x) / C : 0;
-  const double *mean = s->v, *invstd = s->v + C;
-  ln_dtype dt = ln_tensor_dtype(x);
-  ln_status st = LN_OK;
-  double *buf = calloc((size_t)(5 * C + 1), sizeof(double));
-  if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm backward");
-  double *wv = buf, *sdy = wv + C, *sdyx = sdy + C, *ca = sdyx + C, *zero = ca + C;
-  ln_bn_plan plan;
-  ln_bn_view xv, gv, dv;
-  if (M == 0) {  /* empty input: zero gradients */
-    if ((need_x && !(grad_in[0] = ln_zeros(ln_tensor_sizes(x), ln_tensor_dim(x), dt,
-                                            ln_tensor_device(x)))) ||
-        (need_w && !(grad_in[1] = zeros_like_param(w))) ||
-        (need_b && !(grad_in[2] = zeros_like_param(b))))
-      goto fail;
-    free(buf);
-    return LN_OK;
-  }
-  ln_bn_plan_for(x, &plan);  /* x is what the forward's kernels ran on */
-  ln_bn_view_for(&plan, x, &xv);
-  if (!(dy = grad_like(&plan, x, g, &gv))) goto fail;
-  vec_load(w, C, 1.0, wv);
-  if (need_x) {
-    if (!(dx = ln_bn_empty(&plan, x, dt))) goto fail;
-    ln_bn_view_for(&plan, dx, &dv);
-  }
-  if (s->training) {
-    st = ln_bn_cpu_train_backward(dt, &plan.g, &xv, &gv, need_x ? &dv : NULL, mean, invstd,
-                                  wv, sdy, sdyx);
-  } else {
-    if (need_w || need_b) st = ln_bn_cpu_grad_sums(dt, &plan.g, &xv, &gv, mean, sdy, sdyx);
-    for (int64_t c = 0; c < C; c++) ca[c] = wv[c] * invstd[c];
-    if (st == LN_OK && need_x) st = ln_bn_cpu_affine(dt, &plan.g, &gv, &dv, zero, ca, zero);
-  }
-  if (st != LN_OK) goto done;
-  for (int64_t c = 0; c < C; c++) sdyx[c] *= invstd[c];
-  if ((need_w && !(grad_in[1] = param_grad(w, sdyx))) ||
-      (need_b && !(grad_in[2] = param_grad(b, sdy))))
-    goto fail;
-  grad_in[0] = dx;
-  dx = NULL;
-  goto done;
-fail:
-  st = ln_last_status() != LN_OK ? ln_last_status() : LN_ENOMEM;
-  for (int i = 0; i < 3; i++) {
-    ln_tensor_release(grad_in[i]);
-    grad_in[i] = NULL;
-  }
-done:
-  ln_tensor_release(dy);
-  ln_tensor_release(dx);
-  free(buf);
-  return st;
-}
-
-/* Make out the result of a NativeBatchNormBackward0 node. x: the tensor
-** the kernels read; mean/invstd: C each. */
-static ln_status record(ln_tensor *out, ln_tensor *input, ln_tensor *x, ln_tensor *weight,
-                        ln_tensor *bias, bool training, const double *mean,
-                        const double *invstd) {
-  int64_t C = ln_tensor_size(input, 1);
-  ln_tensor *inputs[3] = { input, weight, bias };
-  bn_saved *s = malloc(sizeof *s + sizeof(double) * (size_t)(2 * C));
-  ln_node *node = s ? ln_node_new("NativeBatchNormBackward0", bn_backward, inputs, 3, 1)
-                    : NULL;
-  if (!node) goto fail;
-  s->C = C;
-  s->training = training;
-  memcpy(s->v, mean, sizeof(double) * (size_t)C);
-  memcpy(s->v + C, invstd, sizeof(double) * (size_t)C);
-  node->extra = s;
-  node->free_extra = free;
-  s = NULL;
-  ln_tensor *src[3] = { x, weight, bias };
-  for (int i = 0; i < 3; i++) {  /* aliases without history: no cycles */
-    ln_tensor *alias = src[i] ? ln_detach(src[i]) : NULL;
-    if (src[i] && !alias) goto fail;
-    ln_node_save(node, alias);
-    ln_tensor_release(alias);
-  }
-  ln_set_history(out, node, 0);
-  ln_node_release(node);
-  return LN_OK;
-fail:
-  free(s);
-  ln_node_release(node);
-  return ln_last_status() != LN_OK ? ln_last_status()
-                                   : ln_error(LN_ENOMEM, "out of memory in batch_norm");
-}
 
 /* ---- forward ---- */
 
-/* Running stats r = (1 - momentum) * r + momentum * batch, with the
-** unbiased variance of M values. */
-static void update_running(ln_tensor *rm, ln_tensor *rv, int64_t C, int64_t M,
-                           double momentum, const double *mean, const double *var,
-                           double *tmp) {
-  vec_load(rm, C, 0, tmp);
-  for (int64_t c = 0; c < C; c++) tmp[c] = (1 - momentum) * tmp[c] + momentum * mean[c];
-  vec_store(rm, tmp);
-  vec_load(rv, C, 0, tmp);
-  for (int64_t c = 0; c < C; c++)
-    tmp[c] = (1 - momentum) * tmp[c] + momentum * var[c] * (double)M / (double)(M - 1);
-  vec_store(rv, tmp);
+ln_bn_saved *ln_bn_saved_new(int64_t C, const ln_bn_blocks *b, bool renorm, bool relu) {
+  int64_t GC = b->G * C, nv = (renorm ? 4 : 2) * GC;
+  ln_bn_saved *s = calloc(1, sizeof *s + sizeof(double) * (size_t)nv +
+                                 (relu ? sizeof(ln_bn_mask) * (size_t)b->G : 0));
+  if (!s) {
+    ln_error(LN_ENOMEM, "out of memory in batch_norm");
+    return NULL;
+  }
+  s->C = C;
+  s->blocks = *b;
+  s->renorm = renorm;
+  s->relu = relu;
+  s->mean = (double *)(s + 1);
+  s->invstd = s->mean + GC;
+  if (renorm) {
+    s->r = s->invstd + GC;
+    s->d = s->r + GC;
+  }
+  if (relu) s->masks = (ln_bn_mask *)(s->mean + nv);
+  return s;
+}
+
+/* Running stats r = (1 - momentum) * r + momentum * batch, the batch's
+** statistics being the means over the G blocks of their means and of
+** their unbiased variances (M values each). */
+static void update_running(const ln_bn_args *a, int64_t C, int64_t G, int64_t M,
+                           const double *mean, const double *var, double *tmp) {
+  double m = a->momentum;
+  ln_bn_vec_load(a->running_mean, C, 0, tmp);
+  for (int64_t c = 0; c < C; c++) {
+    double sum = 0;
+    for (int64_t g = 0; g < G; g++) sum += mean[g * C + c];
+    tmp[c] = (1 - m) * tmp[c] + m * (sum / (double)G);
+  }
+  ln_bn_vec_store(a->running_mean, tmp);
+  ln_bn_vec_load(a->running_var, C, 0, tmp);
+  for (int64_t c = 0; c < C; c++) {
+    double sum = 0;
+    for (int64_t g = 0; g < G; g++) sum += var[g * C + c] * (double)M / (double)(M - 1);
+    tmp[c] = (1 - m) * tmp[c] + m * (sum / (double)G);
+  }
+  ln_bn_vec_store(a->running_var, tmp);
+}
+
+static double clip(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Block g's inverse std and map y = (x - mean) * ca + cb, from its mean
+** and var (the batch's or the running ones); BatchRenorm's r and d from
+** the running statistics rm, rv in training. w, b: weight and bias. */
+static void block_coefs(const ln_bn_args *a, ln_bn_saved *s, int64_t g, const double *var,
+                        const double *w, const double *b, const double *rm,
+                        const double *rv, double *ca, double *cb) {
+  int64_t C = s->C;
+  bool renorm = s->renorm && a->training;
+  for (int64_t c = 0, i = g * C; c < C; c++, i++) {
+    double r = 1, d = 0;
+    s->invstd[i] = 1.0 / sqrt(var[c] + a->eps);
+    if (renorm) {
+      double sigma = sqrt(rv[c] + a->eps);
+      r = clip(sqrt(var[c] + a->eps) / sigma, 1 / a->rmax, a->rmax);
+      d = clip((s->mean[i] - rm[c]) / sigma, -a->dmax, a->dmax);
+      s->r[i] = r;
+      s->d[i] = d;
+    }
+    ca[c] = w[c] * r * s->invstd[i];
+    cb[c] = renorm ? b[c] + w[c] * d : b[c];
+  }
+}
+
+/* Normalize block g of x into out (add: the addend, or NULL; mask: the
+** fused ReLU's bits, or NULL), leaving its statistics in s and var. */
+static ln_status run_block(const ln_bn_args *a, ln_bn_saved *s, int64_t g, ln_tensor *x,
+                           ln_tensor *out, ln_tensor *add, ln_tensor *mask,
+                           const double *wbr, double *var, double *ca, double *cb) {
+  const ln_bn_blocks *bl = &s->blocks;
+  int64_t C = s->C;
+  const double *w = wbr, *b = w + C, *rm = b + C, *rv = rm + C;
+  double *mean = s->mean + g * C;
+  ln_bn_view xv, ov, av;
+  ln_bn_mask *mv = mask ? &s->masks[g] : NULL;
+  if (!ln_bn_block_view(bl, x, g, &xv) || !ln_bn_block_view(bl, out, g, &ov) ||
+      (add && !ln_bn_block_view(bl, add, g, &av)) ||
+      (mask && !ln_bn_block_mask(bl, out, g, ln_tensor_data(mask), mv)))
+    return ln_error(LN_ERUNTIME, "batch_norm: no kernel layout for a block of the input");
+  ln_dtype dt = ln_tensor_dtype(x);
+  if (a->training) {
+    ln_status st = ln_bn_cpu_stats(dt, &bl->plan.g, &xv, mean, var);
+    if (st != LN_OK) return st;
+  } else {
+    memcpy(mean, rm, sizeof(double) * (size_t)C);
+    memcpy(var, rv, sizeof(double) * (size_t)C);
+  }
+  block_coefs(a, s, g, var, w, b, rm, rv, ca, cb);
+  if (mask)
+    return ln_bn_cpu_fused_forward(dt, &bl->plan.g, &xv, add ? &av : NULL, &ov, mv, mean,
+                                   ca, cb);
+  return ln_bn_cpu_affine(dt, &bl->plan.g, &xv, &ov, mean, ca, cb);
+}
+
+static ln_bn_kernel_counts counts;
+
+ln_bn_kernel_counts ln_bn_kernel_counts_now(void) {
+  ln_bn_kernel_counts c;
+  c.plane = __atomic_load_n(&counts.plane, __ATOMIC_RELAXED);
+  c.rows = __atomic_load_n(&counts.rows, __ATOMIC_RELAXED);
+  c.copied = __atomic_load_n(&counts.copied, __ATOMIC_RELAXED);
+  return c;
+}
+
+static void count_layout(const ln_bn_plan *plan, bool copied) {
+  __atomic_fetch_add(plan->g.rows ? &counts.rows : &counts.plane, 1, __ATOMIC_RELAXED);
+  if (copied) __atomic_fetch_add(&counts.copied, 1, __ATOMIC_RELAXED);
+}
+
+/* x (the input, or a contiguous copy when no kernel reads its layout or
+** its blocks), its plan and blocks, and its output. */
+static ln_status lay_out(ln_tensor *input, int64_t G, ln_tensor **x, ln_bn_plan *plan,
+                         ln_bn_blocks *bl, ln_tensor **out) {
+  ln_bn_view v;
+  *x = input;
+  ln_tensor_retain(input);
+  for (int tries = 0; tries < 2; tries++) {
+    if (ln_bn_plan_for(*x, plan) && ln_bn_blocks_for(*x, G, bl)) {
+      if (!(*out = ln_bn_empty(plan, *x, ln_tensor_dtype(*x)))) return ln_last_status();
+      if (ln_bn_block_view(bl, *out, 0, &v)) {
+        count_layout(plan, tries > 0);
+        return LN_OK;
+      }
+      ln_tensor_release(*out);
+      *out = NULL;
+    }
+    ln_tensor_release(*x);
+    if (!(*x = ln_contiguous(input, LN_CONTIGUOUS))) return ln_last_status();
+  }
+  return ln_error(LN_ERUNTIME, "batch_norm: no kernel layout for the input");
+}
+
+ln_tensor *ln_bn_forward(const ln_bn_args *a) {
+  ln_tensor *params[5] = { a->running_mean, a->running_var, a->weight, a->bias, a->addend };
+  ln_tensor *input = a->input, *x = NULL, *out = NULL, *add = NULL, *mask = NULL;
+  ln_tensor *grad_inputs[4] = { input, a->weight, a->bias, a->addend };
+  ln_bn_saved *s = NULL;
+  double *buf = NULL;
+  if (check_input(a, params) != LN_OK || (a->relu && check_addend(input, a->addend) != LN_OK))
+    return NULL;
+  int64_t C = ln_tensor_size(input, 1), N = ln_tensor_size(input, 0);
+  int64_t numel = ln_tensor_numel(input), M = C ? numel / C : 0;
+  int64_t G = a->training && a->virtual_batch && N ? N / a->virtual_batch : 1;
+  bool grad = ln_any_requires_grad(grad_inputs, a->relu ? 4 : 3);
+  ln_bn_blocks bl = { .G = 1, .V = N };
+  if (numel == 0) {  /* as PyTorch: no further checks, running stats untouched */
+    if (!(out = ln_empty_like(input, LN_PRESERVE))) return NULL;
+    if (grad && (!(s = ln_bn_saved_new(C, &bl, a->renorm, a->relu)) ||
+                 ln_bn_record(out, a, input, NULL, s) != LN_OK)) {
+      ln_tensor_release(out);
+      return NULL;
+    }
+    return out;
+  }
+  if (check_params(input, params, a->training) != LN_OK) return NULL;
+  if (a->renorm && a->training && !a->running_mean) {
+    ln_error(LN_EINVAL, "batch_renorm: running_mean and running_var must be defined in "
+             "training (r and d compare the batch's statistics with them)");
+    return NULL;
+  }
+  ln_bn_plan plan;
+  if (lay_out(input, G, &x, &plan, &bl, &out) != LN_OK) goto fail;
+  if (a->addend && !(add = ln_bn_laid_out(&plan, &bl, x, a->addend))) goto fail;
+  int64_t words = (numel + 63) / 64;
+  if (a->relu && !(mask = ln_zeros(&words, 1, LN_I64, LN_DEVICE_CPU))) goto fail;
+  if (!(s = ln_bn_saved_new(C, &bl, a->renorm, a->relu))) goto fail;
+  s->training = a->training;
+  /* w, b, rm, rv, then var (G*C), ca, cb */
+  if (!(buf = calloc((size_t)((6 + G) * C + 1), sizeof(double)))) {
+    ln_error(LN_ENOMEM, "out of memory in batch_norm");
+    goto fail;
+  }
+  double *w = buf, *b = w + C, *rm = b + C, *rv = rm + C, *var = rv + C;
+  double *ca = var + G * C, *cb = ca + C;
+  ln_bn_vec_load(a->weight, C, 1.0, w);
+  ln_bn_vec_load(a->bias, C, 0.0, b);
+  ln_bn_vec_load(a->running_mean, C, 0.0, rm);
+  ln_bn_vec_load(a->running_var, C, 1.0, rv);
+  for (int64_t g = 0; g < G; g++)
+    if (run_block(a, s, g, x, out, add, mask, buf, var + g * C, ca, cb) != LN_OK) goto fail;
+  if (a->training && a->update && a->running_mean)
+    update_running(a, C, G, M / G, s->mean, var, ca);
+  if (grad) {
+    ln_bn_saved *owned = s;
+    s = NULL;
+    if (ln_bn_record(out, a, x, mask, owned) != LN_OK) goto fail;
+  }
+  free(s);
+  free(buf);
+  ln_tensor_release(x);
+  ln_tensor_release(add);
+  ln_tensor_release(mask);
+  return out;
+fail:
+  free(s);
+  free(buf);
+  ln_tensor_release(x);
+  ln_tensor_release(add);
+  ln_tensor_release(mask);
+  ln_tensor_release(out);
+  return NULL;
 }
 
 ln_tensor *ln_batch_norm(ln_tensor *input, ln_tensor *running_mean,
                          ln_tensor *running_var, ln_tensor *weight,
                          ln_tensor *bias, bool training, double momentum,
                          double eps) {
-  ln_tensor *params[4] = { running_mean, running_var, weight, bias };
-  ln_tensor *x = NULL, *out = NULL;
-  double *buf = NULL;
-  ln_tensor *grad_inputs[3] = { input, weight, bias };
-  if (check_input(input, params, training, eps) != LN_OK) return NULL;
-  int64_t C = ln_tensor_size(input, 1), M = C ? ln_tensor_numel(input) / C : 0;
-  bool grad = ln_dtype_is_float(ln_tensor_dtype(input)) &&
-              ln_any_requires_grad(grad_inputs, 3);
-  if (!(buf = calloc((size_t)(5 * C + 1), sizeof(double)))) {
-    ln_error(LN_ENOMEM, "out of memory in batch_norm");
-    return NULL;
-  }
-  double *mean = buf, *var = mean + C, *invstd = var + C, *a = invstd + C, *b = a + C;
-  if (ln_tensor_numel(input) == 0) {
-    /* as PyTorch: no further checks, running stats untouched */
-    if (!(out = ln_empty_like(input, LN_PRESERVE))) goto fail;
-    if (grad && record(out, input, input, weight, bias, training, mean, invstd) != LN_OK)
-      goto fail;
-    free(buf);
-    return out;
-  }
-  if (check_params(input, params, training) != LN_OK) goto fail;
-
-  ln_bn_plan plan;
-  ln_bn_view xv, ov;
-  ln_dtype dt = ln_tensor_dtype(input);
-  x = input;
-  ln_tensor_retain(x);
-  if (!ln_bn_plan_for(x, &plan)) {  /* no kernel for this layout: copy */
-    ln_tensor_release(x);
-    if (!(x = ln_contiguous(input, LN_CONTIGUOUS))) goto fail;
-    ln_bn_plan_for(x, &plan);
-  }
-  ln_bn_view_for(&plan, x, &xv);
-  if (!(out = ln_bn_empty(&plan, x, dt))) goto fail;
-  ln_bn_view_for(&plan, out, &ov);
-
-  vec_load(weight, C, 1.0, a);
-  vec_load(bias, C, 0.0, b);
-  if (training) {
-    if (ln_bn_cpu_train_forward(dt, &plan.g, &xv, &ov, a, b, eps, mean, var) != LN_OK)
-      goto fail;
-    if (running_mean)
-      update_running(running_mean, running_var, C, M, momentum, mean, var, invstd);
-  } else {
-    vec_load(running_mean, C, 0, mean);
-    vec_load(running_var, C, 0, var);
-    for (int64_t c = 0; c < C; c++) a[c] *= 1.0 / sqrt(var[c] + eps);
-    if (ln_bn_cpu_affine(dt, &plan.g, &xv, &ov, mean, a, b) != LN_OK) goto fail;
-  }
-  for (int64_t c = 0; c < C; c++) invstd[c] = 1.0 / sqrt(var[c] + eps);
-  if (grad && record(out, input, x, weight, bias, training, mean, invstd) != LN_OK)
-    goto fail;
-  ln_tensor_release(x);
-  free(buf);
-  return out;
-fail:
-  ln_tensor_release(x);
-  ln_tensor_release(out);
-  free(buf);
-  return NULL;
+  ln_bn_args a = { .input = input, .running_mean = running_mean, .running_var = running_var,
+                   .weight = weight, .bias = bias, .training = training, .update = true,
+                   .momentum = momentum, .eps = eps };
+  return ln_bn_forward(&a);
 }

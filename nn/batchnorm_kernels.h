@@ -23,9 +23,9 @@
 **
 ** Variants reuse them: statistics over a narrowed batch (ghost BN) are the
 ** stats kernel on a narrowed view; a backward that is BatchNorm's with
-** other per-channel scalars is train_backward (BatchRenorm: w*r for w) or,
-** with the running statistics as constants (frozen BN), grad_sums and
-** affine on dy.
+** other per-channel scalars is ln_bn_cpu_backward (BatchRenorm: w*r for
+** w); the fused ReLU (FusedBatchNorm2d) adds an addend and a bit mask to
+** the same passes (fused_forward, and backward with a mask).
 */
 #ifndef LN_BATCHNORM_KERNELS_H
 #define LN_BATCHNORM_KERNELS_H
@@ -57,6 +57,19 @@ typedef struct ln_bn_plan {
   bool c_inner_to_outer;    /* plane: channel stride below the outer run's */
 } ln_bn_plan;
 
+/* The fused ReLU's mask: one bit per element, set where the stored
+** output passes the gradient: where it is not <= 0, so > 0 or NaN (PyTorch's
+** threshold_backward, grad where not output <= 0: relu(NaN) = NaN passes
+** it). Bit e is bit e % 32 of bits[e / 32], and an element's e is
+** its offset in the output, a dense tensor from ln_bn_empty (so the bits
+** follow the input's memory order, whatever C is). A mask view locates
+** bits as a tensor view locates elements: e = off + c*s_c + j*s_outer +
+** i*s_inner. */
+typedef struct ln_bn_mask {
+  uint32_t *bits;
+  int64_t off, s_c, s_outer, s_inner;
+} ln_bn_mask;
+
 /* ---- layout (batchnorm_layout.c) ---- */
 /* The plan for t (at least 2 dims, no empty dim); false when t's strides
 ** fit neither kernel and t must be made contiguous first. */
@@ -67,6 +80,11 @@ bool ln_bn_view_for(const ln_bn_plan *p, const ln_tensor *t, ln_bn_view *v);
 /* A new dense tensor of like's shape in `dtype`, laid out for p (the
 ** planned tensor's dim order). New reference or NULL. */
 ln_tensor *ln_bn_empty(const ln_bn_plan *p, const ln_tensor *like, ln_dtype dtype);
+/* The mask view of the elements of t (a view of the dense output `dense`,
+** such as a narrowed block of it), bits at `bits`; false when t's strides
+** do not coalesce into p's runs. */
+bool ln_bn_mask_for(const ln_bn_plan *p, const ln_tensor *dense, const ln_tensor *t,
+                    uint32_t *bits, ln_bn_mask *m);
 
 /* ---- kernels (batchnorm_cpu.c); dt is the operands' dtype ---- */
 /* Let the kernels use the CPU's wider vector instructions (the default)
@@ -98,5 +116,29 @@ ln_status ln_bn_cpu_train_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn
                                    const ln_bn_view *dy, const ln_bn_view *dx,
                                    const double *mean, const double *invstd,
                                    const double *w, double *sum_dy, double *sum_dyx);
+
+/* FusedBatchNorm2d's forward map: y = relu((x - mean[c]) * a[c] + b[c]
+** (+ add)), NaN kept (relu(NaN) = NaN), and the mask bits, which must be
+** zero on entry (bits on the edges of a thread's range are or-ed in).
+** add may be NULL. */
+ln_status ln_bn_cpu_fused_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                                  const ln_bn_view *add, const ln_bn_view *y,
+                                  const ln_bn_mask *mask, const double *mean,
+                                  const double *a, const double *b);
+/* The backward of every BatchNorm form, in at most two passes. With dz the
+** incoming gradient dy, or with a mask dy where the mask bit is set and 0
+** elsewhere (NaN in dy stays out):
+**   sums (sum_dy not NULL): sum_dy[c] = sum of dz,
+**                           sum_dyx[c] = sum of dz * (x - mean[c]);
+**   training (needs the sums): dx = w*invstd * (dz - sum_dy/M
+**                                   - (x - mean) * invstd^2 * sum_dyx/M);
+**   eval (running statistics are constants): dx = w*invstd * dz;
+**   dz itself into dz_out (the addend's gradient) when not NULL.
+** dx and dz_out may each be NULL; x may be NULL in eval without sums. */
+ln_status ln_bn_cpu_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                             const ln_bn_view *dy, const ln_bn_mask *mask,
+                             const ln_bn_view *dx, const ln_bn_view *dz_out,
+                             const double *mean, const double *invstd, const double *w,
+                             bool training, double *sum_dy, double *sum_dyx);
 
 #endif

@@ -1,9 +1,11 @@
 /*
 ** batchnorm_layout.c -- how a (N, C, *) tensor maps onto the BatchNorm
 ** kernels (see batchnorm_kernels.h): the plan of runs, views of other
-** tensors through it, and outputs laid out like the planned input.
+** tensors through it, outputs laid out like the planned input, and the
+** fused ReLU mask's bits located like an output's elements; ghost BN's
+** blocks of the batch dim.
 */
-#include "batchnorm_kernels.h"
+#include "batchnorm_functional.h"
 
 /* Coalesce dims (innermost first) of t into one run: its length and the
 ** stride of its first dim; false when they are not one strided run. */
@@ -96,4 +98,57 @@ ln_tensor *ln_bn_empty(const ln_bn_plan *p, const ln_tensor *like, ln_dtype dtyp
   ln_tensor *out = ln_from_storage(ln_tensor_storage(flat), dtype, sz, strides, nd, 0);
   ln_tensor_release(flat);
   return out;
+}
+
+bool ln_bn_mask_for(const ln_bn_plan *p, const ln_tensor *dense, const ln_tensor *t,
+                    uint32_t *bits, ln_bn_mask *m) {
+  ln_bn_view v;
+  if (!ln_bn_view_for(p, t, &v)) return false;
+  *m = (ln_bn_mask){ .bits = bits, .off = ln_tensor_offset(t) - ln_tensor_offset(dense),
+                     .s_c = v.s_c, .s_outer = v.s_outer, .s_inner = v.s_inner };
+  return true;
+}
+
+/* ---- ghost BN's blocks (batchnorm_functional.h) ---- */
+
+bool ln_bn_blocks_for(ln_tensor *x, int64_t G, ln_bn_blocks *b) {
+  b->G = G > 1 ? G : 1;
+  b->V = ln_tensor_size(x, 0) / b->G;
+  if (b->G == 1) return ln_bn_plan_for(x, &b->plan);
+  ln_tensor *x0 = ln_narrow(x, 0, 0, b->V);
+  bool ok = x0 && ln_bn_plan_for(x0, &b->plan);
+  ln_tensor_release(x0);
+  return ok;
+}
+
+bool ln_bn_block_view(const ln_bn_blocks *b, ln_tensor *t, int64_t g, ln_bn_view *v) {
+  if (b->G == 1) return ln_bn_view_for(&b->plan, t, v);
+  ln_tensor *tb = ln_narrow(t, 0, g * b->V, b->V);
+  bool ok = tb && ln_bn_view_for(&b->plan, tb, v);   /* tb's storage lives on in t */
+  ln_tensor_release(tb);
+  return ok;
+}
+
+bool ln_bn_block_mask(const ln_bn_blocks *b, ln_tensor *dense, int64_t g, uint32_t *bits,
+                      ln_bn_mask *m) {
+  ln_tensor *tb = b->G == 1 ? dense : ln_narrow(dense, 0, g * b->V, b->V);
+  bool ok = tb && ln_bn_mask_for(&b->plan, dense, tb, bits, m);
+  if (tb != dense) ln_tensor_release(tb);
+  return ok;
+}
+
+ln_tensor *ln_bn_laid_out(const ln_bn_plan *plan, const ln_bn_blocks *b, ln_tensor *x,
+                          ln_tensor *t) {
+  ln_bn_view v;
+  if (ln_tensor_dtype(t) == ln_tensor_dtype(x) && ln_bn_view_for(plan, t, &v) &&
+      ln_bn_block_view(b, t, 0, &v)) {
+    ln_tensor_retain(t);
+    return t;
+  }
+  ln_tensor *c = ln_bn_empty(plan, x, ln_tensor_dtype(x));
+  if (c && ln_copy_(c, t) != LN_OK) {
+    ln_tensor_release(c);
+    return NULL;
+  }
+  return c;
 }

@@ -32,6 +32,7 @@ static const char *const lazy_slots[N_LAZY] = { "weight", "bias", "running_mean"
 static const double lazy_defaults[N_LAZY] = { 1.0, 0.0, 0.0, 1.0 };
 
 static ln_tensor *bn_forward(ln_module *m, ln_tensor *const *inputs, int n);
+static void attr_text(const ln_attr *a, char *buf, size_t size);
 
 #define BN_TYPE(NAME) { .name = NAME, .version = 2, .forward = bn_forward, \
   .extra_repr = ln_bn_extra_repr, .load_hook = ln_bn_load_hook, .free_priv = ln_bn_free_priv }
@@ -76,7 +77,8 @@ void ln_bn_set_ext(ln_module *m, void *ext, void (*free_ext)(void *)) {
 ln_batchnorm_options ln_batchnorm_defaults(void) {
   return (ln_batchnorm_options){ .eps = 1e-5, .momentum = 0.1, .cumulative = false,
                                  .affine = true, .track_running_stats = true,
-                                 .dtype = LN_F32, .device = LN_DEVICE_CPU };
+                                 .dtype = LN_F32, .device = LN_DEVICE_CPU,
+                                 .virtual_batch_size = 0, .ema_update = LN_BN_EMA_INTERNAL };
 }
 
 bool ln_is_batchnorm(const ln_module *m) {
@@ -133,18 +135,23 @@ static ln_status add_slots(ln_module *m, int64_t c, const ln_batchnorm_options *
   return st;
 }
 
+static const char *const ema_names[2] = { "internal", "skip" };
+
 static ln_status add_attrs(ln_module *m, int64_t c, const ln_batchnorm_options *o) {
-  ln_attr a[5] = {
+  ln_attr a[7] = {
     { .kind = LN_ATTR_INT, .u.i = c },
     { .kind = LN_ATTR_NUMBER, .u.d = o->eps },
     { .kind = o->cumulative ? LN_ATTR_NIL : LN_ATTR_NUMBER, .u.d = o->momentum },
     { .kind = LN_ATTR_BOOL, .u.b = o->affine },
     { .kind = LN_ATTR_BOOL, .u.b = o->track_running_stats },
+    { .kind = o->virtual_batch_size ? LN_ATTR_INT : LN_ATTR_NIL, .u.i = o->virtual_batch_size },
+    { .kind = LN_ATTR_STRING, .u.s = ema_names[o->ema_update] },
   };
-  static const char *const names[5] = { "num_features", "eps", "momentum", "affine",
-                                        "track_running_stats" };
+  static const char *const names[7] = { "num_features", "eps", "momentum", "affine",
+                                        "track_running_stats", "virtual_batch_size",
+                                        "ema_update" };
   ln_status st = LN_OK;
-  for (int i = 0; i < 5 && st == LN_OK; i++) st = ln_module_set_attr(m, names[i], a[i]);
+  for (int i = 0; i < 7 && st == LN_OK; i++) st = ln_module_set_attr(m, names[i], a[i]);
   return st;
 }
 
@@ -168,6 +175,18 @@ ln_module *ln_bn_module_new(const ln_module_type *type, int spatial_dims,
   if ((int)o.dtype < 0 || o.dtype >= LN_DTYPE_COUNT || !ln_dtype_is_float(o.dtype)) {
     ln_error(LN_EINVAL, "%s: dtype must be a floating point type, got %s", type->name,
              (int)o.dtype >= 0 && o.dtype < LN_DTYPE_COUNT ? ln_dtype_name(o.dtype) : "?");
+    return NULL;
+  }
+  if (o.virtual_batch_size < 0 || (o.virtual_batch_size && spatial_dims == 0)) {
+    ln_error(LN_EINVAL, o.virtual_batch_size < 0
+                        ? "%s: virtual_batch_size must be a positive integer, got %lld"
+                        : "%s does not support virtual_batch_size (got %lld)",
+             type->name, (long long)o.virtual_batch_size);
+    return NULL;
+  }
+  if (o.ema_update != LN_BN_EMA_INTERNAL && o.ema_update != LN_BN_EMA_SKIP) {
+    ln_error(LN_EINVAL, "%s: ema_update must be LN_BN_EMA_INTERNAL or LN_BN_EMA_SKIP",
+             type->name);
     return NULL;
   }
   bn_priv *p = calloc(1, sizeof *p);
@@ -283,12 +302,51 @@ static ln_status count_step(ln_tensor *nbt, double delta, double *count) {
   return st;
 }
 
+/* The attribute ema_update: *skip for "skip", false for "internal". */
+static ln_status ema_skip(ln_module *m, bool *skip) {
+  const ln_attr *a = ln_module_get_attr(m, "ema_update");
+  for (int i = 0; i < 2; i++)
+    if (a && a->kind == LN_ATTR_STRING && strcmp(a->u.s, ema_names[i]) == 0) {
+      *skip = i == 1;
+      return LN_OK;
+    }
+  char v[64];
+  attr_text(a, v, sizeof v);
+  return ln_error(LN_EINVAL, "%s: ema_update must be \"internal\" or \"skip\", got %s%s%s",
+                  ln_module_type_name(m), a && a->kind == LN_ATTR_STRING ? "\"" : "", v,
+                  a && a->kind == LN_ATTR_STRING ? "\"" : "");
+}
+
+/* The attribute virtual_batch_size: 0 when nil (or false), else a positive
+** integer, which modules of any rank (SyncBatchNorm) do not take. */
+static ln_status virtual_batch(ln_module *m, int64_t *v) {
+  const ln_attr *a = ln_module_get_attr(m, "virtual_batch_size");
+  double d = !a ? 0 : a->kind == LN_ATTR_INT ? (double)a->u.i
+           : a->kind == LN_ATTR_NUMBER ? a->u.d : a->kind == LN_ATTR_NIL ? 0 : -1;
+  *v = (int64_t)d;
+  if (d == 0) return LN_OK;
+  if (!(d >= 1 && d == floor(d) && d < 9e18)) {
+    char t[64];
+    attr_text(a, t, sizeof t);
+    return ln_error(LN_EINVAL, "%s: virtual_batch_size must be a positive integer, got %s",
+                    ln_module_type_name(m), t);
+  }
+  if (priv_of(m)->spatial_dims == 0)
+    return ln_error(LN_EINVAL, "%s does not support virtual_batch_size",
+                    ln_module_type_name(m));
+  return LN_OK;
+}
+
 ln_status ln_bn_prepare(ln_module *m, ln_tensor *x, ln_bn_call *c) {
   *c = (ln_bn_call){ 0 };
   if (!is_bn_like(m)) return not_bn(m, "forward");
   if (!x) return ln_error(LN_EINVAL, "%s.forward: input tensor expected, got nil",
                           ln_module_type_name(m));
+  bool skip = false;
+  int64_t vb = 0;
   ln_status st = check_rank(m, x);
+  if (st == LN_OK) st = ema_skip(m, &skip);
+  if (st == LN_OK) st = virtual_batch(m, &vb);
   if (st == LN_OK) st = finish_lazy(m, x);
   if (st != LN_OK) return st;
   const ln_attr *eps = ln_module_get_attr(m, "eps");
@@ -301,7 +359,7 @@ ln_status ln_bn_prepare(ln_module *m, ln_tensor *x, ln_bn_call *c) {
   c->eps = ln_module_attr_number(m, "eps", 0.0);
   c->momentum = cumulative ? 0.0 : ln_module_attr_number(m, "momentum", 0.0);
   ln_tensor *nbt = ln_module_get_tensor(m, "num_batches_tracked");
-  if (training && track && nbt) {
+  if (training && track && nbt && !skip) {
     double count;
     st = count_step(nbt, 1.0, &count);
     if (st != LN_OK) return st;
@@ -311,10 +369,18 @@ ln_status ln_bn_prepare(ln_module *m, ln_tensor *x, ln_bn_call *c) {
   c->running_mean = ln_module_get_tensor(m, "running_mean");
   c->running_var = ln_module_get_tensor(m, "running_var");
   c->training = training || (!c->running_mean && !c->running_var);
-  if (training && !track) c->running_mean = c->running_var = NULL;
+  if (training && (!track || skip)) c->running_mean = c->running_var = NULL;
   c->weight = ln_module_get_tensor(m, "weight");
   c->bias = ln_module_get_tensor(m, "bias");
+  c->virtual_batch = training ? vb : 0;
   return LN_OK;
+}
+
+ln_bn_args ln_bn_call_args(const ln_bn_call *c, ln_tensor *x) {
+  return (ln_bn_args){ .input = x, .running_mean = c->running_mean,
+                       .running_var = c->running_var, .weight = c->weight, .bias = c->bias,
+                       .training = c->training, .update = true, .momentum = c->momentum,
+                       .eps = c->eps, .virtual_batch = c->virtual_batch };
 }
 
 ln_tensor *ln_bn_finish(ln_module *m, const ln_bn_call *c, ln_tensor *out) {
@@ -337,9 +403,8 @@ static ln_tensor *bn_forward(ln_module *m, ln_tensor *const *inputs, int n) {
   }
   ln_bn_call c;
   if (ln_bn_prepare(m, inputs[0], &c) != LN_OK) return NULL;
-  ln_tensor *out = ln_batch_norm(inputs[0], c.running_mean, c.running_var, c.weight,
-                                 c.bias, c.training, c.momentum, c.eps);
-  return ln_bn_finish(m, &c, out);
+  ln_bn_args a = ln_bn_call_args(&c, inputs[0]);
+  return ln_bn_finish(m, &c, ln_bn_forward(&a));
 }
 
 /* ---- printing ---- */
@@ -398,14 +463,24 @@ static void attr_text(const ln_attr *a, char *buf, size_t size) {
   else snprintf(buf, size, "%s", a->u.s);
 }
 
-/* "64, eps=1e-05, momentum=0.1, affine=true, track_running_stats=true" */
+/* "64, eps=1e-05, momentum=0.1, affine=true, track_running_stats=true",
+** then what only some modules have: BatchRenorm's rmax and dmax, and
+** virtual_batch_size and ema_update when they are not the defaults. */
 void ln_bn_extra_repr(ln_module *m, char *buf, size_t size) {
-  static const char *const names[5] = { "num_features", "eps", "momentum", "affine",
-                                        "track_running_stats" };
+  static const char *const names[9] = { "num_features", "eps", "momentum", "affine",
+                                        "track_running_stats", "rmax", "dmax",
+                                        "virtual_batch_size", "ema_update" };
   size_t k = 0;
-  for (int i = 0; i < 5 && k < size; i++) {
+  for (int i = 0; i < 9 && k < size; i++) {
+    const ln_attr *a = ln_module_get_attr(m, names[i]);
+    if (i >= 5 && (!a || (i == 7 && a->kind == LN_ATTR_NIL) ||
+                   (i == 8 && a->kind == LN_ATTR_STRING && !strcmp(a->u.s, "internal"))))
+      continue;
     char v[64];
-    attr_text(ln_module_get_attr(m, names[i]), v, sizeof v);
+    if (i == 7 && a->kind == LN_ATTR_NUMBER && a->u.d == floor(a->u.d) && fabs(a->u.d) < 1e15)
+      snprintf(v, sizeof v, "%.0f", a->u.d);   /* a count set from Lua as a number */
+    else
+      attr_text(a, v, sizeof v);
     int w = i ? snprintf(buf + k, size - k, ", %s=%s", names[i], v)
               : snprintf(buf + k, size - k, "%s", v);
     if (w < 0) break;

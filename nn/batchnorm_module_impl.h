@@ -11,6 +11,7 @@
 #define LN_BATCHNORM_MODULE_IMPL_H
 
 #include "batchnorm.h"
+#include "batchnorm_functional.h"
 
 /* A module of `type` with PyTorch's _NormBase slots, in its order: weight,
 ** bias (parameters, nil without affine), running_mean, running_var,
@@ -33,19 +34,25 @@ void ln_bn_set_ext(ln_module *m, void *ext, void (*free_ext)(void *));
 
 /* What _BatchNorm.forward hands to F.batch_norm: borrowed tensors (NULL
 ** for None), the mode and the factor. `counted` records that the counter
-** was advanced, so that ln_bn_finish can take it back. */
+** was advanced, so that ln_bn_finish can take it back. With ema_update
+** "skip" a training call has no running statistics (nothing to update). */
 typedef struct ln_bn_call {
   ln_tensor *running_mean, *running_var, *weight, *bias;
   bool training;           /* bn_training: normalize with batch statistics */
   double momentum;         /* exponential_average_factor */
   double eps;
   bool counted;
+  int64_t virtual_batch;   /* the module's virtual_batch_size in training, else 0 */
 } ln_bn_call;
 
 /* Check x's rank for the module ("expected 4D input (got 3D input)"), then
 ** run _BatchNorm.forward's logic up to the F.batch_norm call: count the
-** training step and pick the factor and the statistics. */
+** training step and pick the factor and the statistics. Also checks the
+** attributes virtual_batch_size (a positive integer or nil; only modules
+** of spatial_dims 1 to 3 take one) and ema_update. */
 ln_status ln_bn_prepare(ln_module *m, ln_tensor *x, ln_bn_call *call);
+/* The forward's arguments for a prepared call on x (batchnorm_functional.h). */
+ln_bn_args ln_bn_call_args(const ln_bn_call *call, ln_tensor *x);
 /* After the functional call: when it failed (out == NULL) put the counter
 ** back, so that a failed forward leaves the module as it was. Returns out. */
 ln_tensor *ln_bn_finish(ln_module *m, const ln_bn_call *call, ln_tensor *out);
