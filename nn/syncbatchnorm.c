@@ -56,49 +56,12 @@ static void keep(pending *p, ln_status st) {
 
 static ln_status raise(const pending *p) { return ln_error(p->st, "%s", p->msg); }
 
-/* ---- C-length vectors in double ---- */
-
-/* out[0..n) = the n values of t (any shape, dtype, layout), or fill for
-** every i when t is NULL. */
-static ln_status vec_read(ln_tensor *t, int64_t n, double fill, double *out) {
-  if (!t) {
-    for (int64_t i = 0; i < n; i++) out[i] = fill;
-    return LN_OK;
-  }
-  bool mode = ln_set_grad_enabled(false);
-  ln_tensor *d = ln_to_dtype(t, LN_F64);
-  ln_tensor *c = d ? ln_contiguous(d, LN_CONTIGUOUS) : NULL;
-  ln_set_grad_enabled(mode);
-  if (c) memcpy(out, ln_tensor_data(c), (size_t)n * sizeof *out);
-  ln_tensor_release(d);
-  ln_tensor_release(c);
-  return c ? LN_OK : ln_last_status();
-}
-
-/* A new float64 tensor of like's shape holding v. */
-static ln_tensor *vec_f64(const ln_tensor *like, const double *v) {
-  ln_tensor *d = ln_empty(ln_tensor_sizes(like), ln_tensor_dim(like), LN_F64, LN_DEVICE_CPU);
-  if (d) memcpy(ln_tensor_data(d), v, (size_t)ln_tensor_numel(d) * sizeof *v);
-  return d;
-}
-
 /* A new tensor shaped and typed like the parameter p, holding v. */
 static ln_tensor *param_grad(ln_tensor *p, const double *v) {
-  ln_tensor *d = vec_f64(p, v);
-  ln_tensor *g = d ? ln_to_dtype(d, ln_tensor_dtype(p)) : NULL;
-  ln_tensor_release(d);
+  ln_tensor *g = ln_empty(ln_tensor_sizes(p), ln_tensor_dim(p), ln_tensor_dtype(p),
+                          ln_tensor_device(p));
+  if (g) ln_bn_vec_store(g, v);
   return g;
-}
-
-/* t = v, past autograd (running statistics). */
-static ln_status vec_write(ln_tensor *t, const double *v) {
-  ln_tensor *d = vec_f64(t, v);
-  if (!d) return ln_last_status();
-  bool mode = ln_set_grad_enabled(false);
-  ln_status st = ln_copy_(t, d);
-  ln_set_grad_enabled(mode);
-  ln_tensor_release(d);
-  return st;
 }
 
 /* ---- the local checks ---- */
@@ -261,17 +224,15 @@ static ln_status combine(const double *rows, int P, int64_t K, ln_dist_group *g,
 
 /* r = (1 - momentum) * r + momentum * batch, the variance made unbiased
 ** with the global count n (at least 2). tmp: K doubles. */
-static ln_status update_running(ln_tensor *rm, ln_tensor *rv, int64_t K, double momentum,
-                                const double *mean, const double *var, double n, double *tmp) {
-  ln_status st = vec_read(rm, K, 0, tmp);
-  for (int64_t c = 0; st == LN_OK && c < K; c++)
-    tmp[c] = (1 - momentum) * tmp[c] + momentum * mean[c];
-  if (st == LN_OK) st = vec_write(rm, tmp);
-  if (st == LN_OK) st = vec_read(rv, K, 0, tmp);
-  for (int64_t c = 0; st == LN_OK && c < K; c++)
+static void update_running(ln_tensor *rm, ln_tensor *rv, int64_t K, double momentum,
+                           const double *mean, const double *var, double n, double *tmp) {
+  ln_bn_vec_load(rm, K, 0, tmp);
+  for (int64_t c = 0; c < K; c++) tmp[c] = (1 - momentum) * tmp[c] + momentum * mean[c];
+  ln_bn_vec_store(rm, tmp);
+  ln_bn_vec_load(rv, K, 0, tmp);
+  for (int64_t c = 0; c < K; c++)
     tmp[c] = (1 - momentum) * tmp[c] + momentum * var[c] * n / (n - 1);
-  if (st == LN_OK) st = vec_write(rv, tmp);
-  return st;
+  ln_bn_vec_store(rv, tmp);
 }
 
 static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in);
@@ -340,9 +301,9 @@ static ln_tensor *sync_forward(ln_tensor *input, ln_tensor *const *p, double mom
   if (combine(ln_tensor_data(rows), (int)ln_tensor_size(rows, 0), K, g, &mine, mean, var,
               &count) != LN_OK)
     goto fail;
-  if (p[0] && count > 0 && update_running(p[0], p[1], K, momentum, mean, var, count, a) != LN_OK)
-    goto fail;
-  if (vec_read(p[2], K, 1.0, a) != LN_OK || vec_read(p[3], K, 0.0, b) != LN_OK) goto fail;
+  if (p[0] && count > 0) update_running(p[0], p[1], K, momentum, mean, var, count, a);
+  ln_bn_vec_load(p[2], K, 1.0, a);
+  ln_bn_vec_load(p[3], K, 0.0, b);
   for (int64_t c = 0; c < K; c++) {
     invstd[c] = 1.0 / sqrt(var[c] + eps);
     a[c] *= invstd[c];
@@ -383,22 +344,19 @@ ln_tensor *ln_sync_batch_norm(ln_tensor *input, ln_tensor *running_mean,
 
 /* ---- backward ---- */
 
-/* t laid out for plan in x's dtype: t itself when it is (retained), else a
-** copy; zeros when t is NULL (an output that received no gradient). New
-** reference, its view in *v. */
-static ln_tensor *laid_out(const ln_bn_plan *plan, ln_tensor *x, ln_tensor *t, ln_bn_view *v) {
-  if (t && ln_tensor_dtype(t) == ln_tensor_dtype(x) && ln_bn_view_for(plan, t, v)) {
-    ln_tensor_retain(t);
-    return t;
-  }
-  ln_tensor *c = ln_bn_empty(plan, x, ln_tensor_dtype(x));
-  ln_status st = !c ? ln_last_status() : t ? ln_copy_(c, t) : ln_zero_(c);
-  if (st != LN_OK) {
-    ln_tensor_release(c);
+/* The incoming gradient g laid out like x for the kernels (ln_bn_laid_out),
+** or zeros when g is NULL (an output that received no gradient: this rank
+** still joins the all_reduce). New reference, its view in *v. */
+static ln_tensor *grad_like_x(const ln_bn_blocks *bl, ln_tensor *x, ln_tensor *g,
+                              ln_bn_view *v) {
+  ln_tensor *t = g ? ln_bn_laid_out(&bl->plan, bl, x, g) : ln_bn_empty(&bl->plan, x,
+                                                                         ln_tensor_dtype(x));
+  if (t && !g && ln_zero_(t) != LN_OK) {
+    ln_tensor_release(t);
     return NULL;
   }
-  ln_bn_view_for(plan, c, v);
-  return c;
+  if (t) ln_bn_view_for(&bl->plan, t, v);
+  return t;
 }
 
 /* With N values per channel in the global batch, w = weight * invstd and
@@ -421,7 +379,7 @@ static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **g
   ln_dtype dt = ln_tensor_dtype(x);
   pending mine = { .st = LN_OK };
   ln_status st = LN_OK;
-  ln_bn_plan plan;
+  ln_bn_blocks bl;
   ln_bn_view xv, gv, dv, pv;
   double *buf = calloc((size_t)(5 * C + 1), sizeof(double));
   if (!buf || !(row = ln_zeros(&len, 1, LN_F64, LN_DEVICE_CPU))) {
@@ -431,10 +389,11 @@ static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **g
   double *wv = buf, *cb = wv + C, *cd = cb + C, *tmp = cd + C, *zero = tmp + C;
   double *sdy = ln_tensor_data(row), *sdyx = sdy + C;
   if (M > 0) {
-    ln_bn_plan_for(x, &plan);  /* x is what the forward's kernels ran on */
-    ln_bn_view_for(&plan, x, &xv);
-    keep(&mine, (dy = laid_out(&plan, x, grad_out[0], &gv)) ? LN_OK : ln_last_status());
-    if (mine.st == LN_OK) keep(&mine, ln_bn_cpu_grad_sums(dt, &plan.g, &xv, &gv, mean, sdy, sdyx));
+    ln_bn_blocks_for(x, 1, &bl);  /* x is what the forward's kernels ran on */
+    ln_bn_view_for(&bl.plan, x, &xv);
+    keep(&mine, (dy = grad_like_x(&bl, x, grad_out[0], &gv)) ? LN_OK : ln_last_status());
+    if (mine.st == LN_OK)
+      keep(&mine, ln_bn_cpu_grad_sums(dt, &bl.plan.g, &xv, &gv, mean, sdy, sdyx));
   }
   for (int64_t c = 0; c < C; c++) tmp[c] = sdyx[c] * invstd[c];
   if (mine.st == LN_OK && need_w && !(grad_in[1] = param_grad(w, tmp)))
@@ -460,20 +419,20 @@ static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **g
       st = ln_last_status();
     goto done;
   }
-  if ((st = vec_read(w, C, 1.0, wv)) != LN_OK) goto done;
+  ln_bn_vec_load(w, C, 1.0, wv);
   for (int64_t c = 0; c < C; c++) {
     wv[c] *= invstd[c];
     cb[c] = -wv[c] * invstd[c] * invstd[c] * sdyx[c] / s->count;
     cd[c] = -wv[c] * sdy[c] / s->count;
   }
-  if (!(dx = ln_bn_empty(&plan, x, dt)) || !(part = ln_bn_empty(&plan, x, dt))) {
+  if (!(dx = ln_bn_empty(&bl.plan, x, dt)) || !(part = ln_bn_empty(&bl.plan, x, dt))) {
     st = ln_last_status();
     goto done;
   }
-  ln_bn_view_for(&plan, dx, &dv);
-  ln_bn_view_for(&plan, part, &pv);
-  st = ln_bn_cpu_affine(dt, &plan.g, &gv, &dv, zero, wv, zero);
-  if (st == LN_OK) st = ln_bn_cpu_affine(dt, &plan.g, &xv, &pv, mean, cb, cd);
+  ln_bn_view_for(&bl.plan, dx, &dv);
+  ln_bn_view_for(&bl.plan, part, &pv);
+  st = ln_bn_cpu_affine(dt, &bl.plan.g, &gv, &dv, zero, wv, zero);
+  if (st == LN_OK) st = ln_bn_cpu_affine(dt, &bl.plan.g, &xv, &pv, mean, cb, cd);
   if (st == LN_OK) st = ln_binary_(LN_ADD, dx, part);
 done:
   if (st == LN_OK) {
@@ -612,8 +571,8 @@ static ln_tensor *sbn_forward(ln_module *m, ln_tensor *const *inputs, int n) {
   if (!sync) {
     if (ln_bn_prepare(m, x, &c) != LN_OK) return NULL;
     if (check_channels(x, K) != LN_OK) return ln_bn_finish(m, &c, NULL);
-    return ln_bn_finish(m, &c, ln_batch_norm(x, c.running_mean, c.running_var, c.weight,
-                                             c.bias, c.training, c.momentum, c.eps));
+    ln_bn_args a = ln_bn_call_args(&c, x);
+    return ln_bn_finish(m, &c, ln_bn_forward(&a));
   }
   if (s->checked != K || s->checked_on != g) {
     if (ln_dist_check_same(g, K, "SyncBatchNorm channel count") != LN_OK) return NULL;
