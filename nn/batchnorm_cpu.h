@@ -143,6 +143,13 @@ static inline bool bn_rows_flat(const ln_bn_geom *g, const ln_bn_view *v) {
   return !v || bn_rows_flat_strides(g, v->s_outer, v->s_inner);
 }
 
+/* 32 mask bits from bit pos on, bit 0 of the result the bit at pos (the
+** mask has a word of padding, so the last word can be read past). */
+static inline uint32_t bn_bits32(const uint32_t *bits, int64_t pos) {
+  uint64_t w = bits[pos >> 5] | (uint64_t)bits[(pos >> 5) + 1] << 32;
+  return (uint32_t)(w >> (pos & 31));
+}
+
 /* The mask bit of element (c, j, i). */
 static inline int64_t bn_mask_bit(const ln_bn_mask *m, int64_t c, int64_t j, int64_t i) {
   return m->off + c * m->s_c + j * m->s_outer + i * m->s_inner;

@@ -287,7 +287,8 @@ static void block_coefs(const ln_bn_args *a, ln_bn_saved *s, int64_t g, const do
 }
 
 /* Normalize block g of x into out (add: the addend, or NULL; mask: the
-** fused ReLU's bits, or NULL), leaving its statistics in s and var. */
+** fused ReLU's bits, or NULL when no gradient is recorded), leaving its
+** statistics in s and var. */
 static ln_status run_block(const ln_bn_args *a, ln_bn_saved *s, int64_t g, ln_tensor *x,
                            ln_tensor *out, ln_tensor *add, ln_tensor *mask,
                            const double *wbr, double *var, double *ca, double *cb) {
@@ -310,7 +311,7 @@ static ln_status run_block(const ln_bn_args *a, ln_bn_saved *s, int64_t g, ln_te
     memcpy(var, rv, sizeof(double) * (size_t)C);
   }
   block_coefs(a, s, g, var, w, b, rm, rv, ca, cb);
-  if (mask)
+  if (a->relu)
     return ln_bn_cpu_fused_forward(dt, &bl->plan.g, &xv, add ? &av : NULL, &ov, mv, mean,
                                    ca, cb);
   return ln_bn_cpu_affine(dt, &bl->plan.g, &xv, &ov, mean, ca, cb);
@@ -385,8 +386,8 @@ ln_tensor *ln_bn_forward(const ln_bn_args *a) {
   ln_bn_plan plan;
   if (lay_out(input, G, &x, &plan, &bl, &out) != LN_OK) goto fail;
   if (a->addend && !(add = ln_bn_laid_out(&plan, &bl, x, a->addend))) goto fail;
-  int64_t words = (numel + 63) / 64;
-  if (a->relu && !(mask = ln_zeros(&words, 1, LN_I64, LN_DEVICE_CPU))) goto fail;
+  int64_t words = (numel + 63) / 64 + 1;   /* the bits and a padding word, as int64 */
+  if (a->relu && grad && !(mask = ln_zeros(&words, 1, LN_I64, LN_DEVICE_CPU))) goto fail;
   if (!(s = ln_bn_saved_new(C, &bl, a->renorm, a->relu))) goto fail;
   s->training = a->training;
   /* w, b, rm, rv, then var (G*C), ca, cb */

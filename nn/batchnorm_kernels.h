@@ -64,7 +64,8 @@ typedef struct ln_bn_plan {
 ** its offset in the output, a dense tensor from ln_bn_empty (so the bits
 ** follow the input's memory order, whatever C is). A mask view locates
 ** bits as a tensor view locates elements: e = off + c*s_c + j*s_outer +
-** i*s_inner. */
+** i*s_inner. The bits of n elements take (n + 31) / 32 words and one more
+** of padding (the kernels read 32 bits from any position). */
 typedef struct ln_bn_mask {
   uint32_t *bits;
   int64_t off, s_c, s_outer, s_inner;
@@ -120,7 +121,7 @@ ln_status ln_bn_cpu_train_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn
 /* FusedBatchNorm2d's forward map: y = relu((x - mean[c]) * a[c] + b[c]
 ** (+ add)), NaN kept (relu(NaN) = NaN), and the mask bits, which must be
 ** zero on entry (bits on the edges of a thread's range are or-ed in).
-** add may be NULL. */
+** add may be NULL, and mask (no bits are then written). */
 ln_status ln_bn_cpu_fused_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                                   const ln_bn_view *add, const ln_bn_view *y,
                                   const ln_bn_mask *mask, const double *mean,

@@ -154,12 +154,21 @@ static void run_case(const vcase *k) {
                       .bias = b, .addend = a, .training = k->training, .update = true,
                       .momentum = MOMENTUM, .eps = EPS, .virtual_batch = k->V,
                       .relu = k->relu, .renorm = k->renorm, .rmax = rmax, .dmax = dmax };
+  /* without autograd (no mask is kept) first, leaving the running stats alone */
+  bool grad_mode = ln_set_grad_enabled(false);
+  args.update = false;
+  ln_tensor *y0 = ln_bn_forward(&args);
+  ln_set_grad_enabled(grad_mode);
+  args.update = true;
   ln_tensor *y = ln_bn_forward(&args), *dy = NULL;
-  CHECK(y != NULL);
-  if (!y) {
+  CHECK(y != NULL && y0 != NULL);
+  if (!y || !y0) {
     fprintf(stderr, "  %s: %s\n", what, ln_last_error());
     goto done;
   }
+  CHECK(!memcmp(ln_tensor_strides(y), ln_tensor_strides(y0), sizeof(int64_t) * (size_t)nd) &&
+        !memcmp(ln_tensor_data(y), ln_tensor_data(y0),
+                (size_t)ln_tensor_numel(y) * ln_dtype_size(k->dt)));
   if (k->L != L_NARROW_LAST) CHECK(same_layout(x, y));
   dy = make(sz, nd, k->dt, k->grad_layout);
   fill_uniform(dy, -1, 1);
@@ -184,6 +193,7 @@ static void run_case(const vcase *k) {
 done:
   free(xv); free(av); free(wv); free(bv); free(rmv); free(rvv);
   ln_tensor_release(y);
+  ln_tensor_release(y0);
   ln_tensor_release(dy);
   ln_tensor_release(x);
   ln_tensor_release(a);
@@ -241,7 +251,7 @@ static void test_mask_layout(void) {
     ln_bn_mask m;
     CHECK(ln_bn_plan_for(x, &plan) && plan.g.rows == (L == 1));
     ln_tensor *y = ln_bn_empty(&plan, x, LN_F32);
-    uint32_t *bits = calloc((size_t)(n + 31) / 32, sizeof(uint32_t));
+    uint32_t *bits = calloc((size_t)(n + 31) / 32 + 1, sizeof(uint32_t));   /* + padding */
     ln_bn_view_for(&plan, x, &xv);
     ln_bn_view_for(&plan, y, &ov);
     CHECK(ln_bn_mask_for(&plan, y, y, bits, &m));
