@@ -249,6 +249,19 @@ describe("FusedBatchNorm2d", function()
                    err(function() return nn.FusedBatchNorm2d(3, { rmax = 2 }) end))
   end)
 
+  it("gives the addend alone its gradient (dy where the output passes it)", function()
+    for _, training in ipairs({ true, false }) do
+      local m = nn.FusedBatchNorm2d(3, { affine = false }):train(training)
+      local x = lunet.randn(4, 3, 5, 5)
+      local a = lunet.randn(4, 3, 5, 5):contiguous("channels_last"):requires_grad_(true)
+      local dy = lunet.randn(4, 3, 5, 5)
+      local y = m(x, a)
+      y:backward(dy)
+      assert.is_true(same(a.grad, dy * y:detach():gt(0):float()))
+      assert.is_nil(x.grad)
+    end
+  end)
+
   it("keeps NaN through the ReLU and passes its gradient, as PyTorch", function()
     local m = nn.FusedBatchNorm2d(2, { affine = false })
     local x = lunet.randn(2, 2, 2, 2)
