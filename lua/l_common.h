@@ -62,11 +62,12 @@ void ln_lua_apply_requires_grad(lua_State *L, int idx, ln_tensor *t);
 
 /* The binding files beyond those lunet_lua.h names: creation functions
 ** (l_create.c), views/conversions (l_view.c), reductions (l_reduce.c),
-** lunet.clock (l_bench.c). */
+** lunet.clock (l_bench.c), lunet.isatty (l_term.c). */
 void ln_lua_open_create(lua_State *L);
 void ln_lua_open_view(lua_State *L);
 void ln_lua_open_reduce(lua_State *L);   /* called by ln_lua_open_ops */
 void ln_lua_open_bench(lua_State *L);
+void ln_lua_open_term(lua_State *L);
 
 /* Registration helpers for the ln_lua_open_* functions. */
 void ln_lua_set_funcs(lua_State *L, const luaL_Reg *funcs);
