@@ -5,6 +5,7 @@
 local lunet = require("lunet")
 local nn = require("lunet.nn")
 local repl = require("lunet.repl")
+local helpers = require("tests.spec.helpers")
 
 describe("repl.compile", function()
   it("tries an expression first, then statements", function()
@@ -292,26 +293,13 @@ end)
 
 -- ---- on a terminal ----
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote, lunet_exe = helpers.shell_quote, helpers.lunet_exe
 
 local function command_output(cmd)
   local p = io.popen(cmd)
   local s = p:read("a")
   p:close()
   return s
-end
-
--- The lunet executable running these specs (lua.c's arg: the interpreter
--- is the lowest negative index), as an absolute path.
-local function lunet_exe()
-  local i = -1
-  while arg and arg[i - 1] do i = i - 1 end
-  local exe = os.getenv("LUNET_EXE") or (arg and arg[i])
-  assert(exe, "cannot tell which lunet runs the specs (set LUNET_EXE)")
-  if exe:sub(1, 1) ~= "/" then exe = os.getenv("PWD") .. "/" .. exe end
-  return exe
 end
 
 describe("the REPL on a terminal", function()
