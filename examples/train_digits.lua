@@ -13,7 +13,10 @@ python3-sklearn ships, checkpointing every epoch:
   --seed N             the weights' initialization and the shuffling (0)
   --checkpoint PATH    written after every epoch (digits_<model>.safetensors)
   --resume             continue from --checkpoint up to --epochs
-  --threads N          CPU threads (lunet's default: every core)
+  --threads N          CPU threads (1: batches of 8x8 images are too small
+                       for more to pay, and one thread is not slowed down by
+                       other busy processes as a team of threads waiting
+                       for each other is)
   --help
 
 The 1797 images are split 80/20 into training and test sets with a fixed
@@ -25,7 +28,8 @@ global random generator's state (dropout draws from it) and the settings.
 `--resume` restores all of it and sets the loader to the next epoch (the
 seeded shuffle of epoch p depends only on the seed and p), so an
 interrupted run resumed ends with the same parameters, to the bit, as an
-uninterrupted one with the same thread count.
+uninterrupted one run with the same --threads (kernels may split their
+work by the thread count).
 
 require("examples.train_digits") returns the pieces (build_model, the
 data, the checkpoint functions, main) without running anything.
@@ -38,7 +42,7 @@ local progress = require("lunet.progress")
 
 local M = {}
 
-M.defaults = { model = "cnn", epochs = 10, batch_size = 32, lr = 0.002, seed = 0 }
+M.defaults = { model = "cnn", epochs = 10, batch_size = 32, lr = 0.002, seed = 0, threads = 1 }
 
 -- ---- the models ----
 
@@ -231,7 +235,7 @@ function M.main(argv)
     io.stdout:write(usage, "\n")
     return 0
   end
-  if cfg.threads then lunet.set_num_threads(cfg.threads) end
+  lunet.set_num_threads(cfg.threads)
 
   local ckpt_t, ckpt_meta
   if cfg.resume then
