@@ -63,15 +63,13 @@ def to_format(t, fmt):
     return t.contiguous()
 
 
-def block(step, copy, p):
-    """Like bench_lunet.lua's: warm-up, then (step, copy) seconds until the
-    budget, the copy (when there is one) run just before the step."""
+def block(step, p):
+    """Like bench_lunet.lua's: warm-up, then samples until the budget."""
     for _ in range(p["warm"]):
         step()
     out, start = [], time.perf_counter()
     while len(out) < p["min"] or time.perf_counter() - start < p["budget"]:
-        c = copy() if copy else "-"
-        out.append((step(), c))
+        out.append(step())
     return out
 
 
@@ -98,9 +96,8 @@ def check(key, module, fmt, ref, emit):
 
 
 def case_steps(module, fmt, ref):
-    """The step of each measure and the copy, as bench_lunet.lua's: outputs
-    are freed after the clock stops, gradients reset to None before it
-    starts."""
+    """The step of each measure, as bench_lunet.lua's: outputs are freed
+    after the clock stops, gradients reset to None before it starts."""
     x = to_format(ref["x"], fmt)
     xg = x.detach().clone().requires_grad_(True)
     dy = to_format(ref["dy"], fmt)
@@ -132,8 +129,8 @@ def case_steps(module, fmt, ref):
         dst.copy_(x)
         return clock() - t0
 
-    return m, copy, {"train_fwd": forward, "eval_fwd": forward,
-                     "train_fwd_bwd": train_fwd_bwd, "train_bwd": train_bwd}
+    return m, {"train_fwd": forward, "eval_fwd": forward, "train_fwd_bwd": train_fwd_bwd,
+               "train_bwd": train_bwd, "copy": copy}
 
 
 def overhead_step(module, shape, calls):
@@ -201,20 +198,20 @@ def main():
         # OpenMP workers spin for a while after their last parallel region:
         # each side's are left SETTLE seconds to fall asleep before the
         # other side times anything.
-        def measure(key, name, step, copy=None):
+        def measure(key, name, step):
             for b in range(1, p["blocks"] + 1):
                 wait_for_lunet()
                 time.sleep(SETTLE)
-                for s, c in block(step, copy, p):
-                    emit("sample", key, name, b, s, c)
+                for s in block(step, p):
+                    emit("sample", key, name, b, s)
                 time.sleep(SETTLE)
                 send("done")
 
         for key, module, fmt, _ in cases:
-            m, copy, steps = case_steps(module, fmt, refs.pop(key))
+            m, steps = case_steps(module, fmt, refs.pop(key))
             for name in measures:
                 m.train(name != "eval_fwd")
-                measure(key, name, steps[name], copy)
+                measure(key, name, steps[name])
         key, module, shape = overhead
         measure(key, "eval_fwd", overhead_step(module, shape, p["calls"]))
 
