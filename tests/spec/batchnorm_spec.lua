@@ -10,14 +10,10 @@ local nn = require("lunet.nn")
 
 local helpers = require("tests.spec.helpers")
 local err, f32, f64 = helpers.err, helpers.f32, helpers.f64
+local assert_close, case_names, max_diff = helpers.assert_close, helpers.case_names,
+                                           helpers.max_diff
 
-local DIR = "tests/fixtures/batchnorm/"
-
-local function fixture(name)
-  local t, meta = lunet.load(DIR .. name .. ".safetensors")
-  assert(t, meta)
-  return t, meta
-end
+local fixture = helpers.fixtures("tests/fixtures/batchnorm/")
 
 -- "k=v k=v" -> table (numbers, booleans, "none" for momentum=None).
 local function parse(s)
@@ -38,28 +34,6 @@ local TOL = {
   float16 = { rtol = 4e-3, atol = 4e-3 },
   bfloat16 = { rtol = 2e-2, atol = 3e-2 },
 }
-
-local function max_diff(a, b)
-  if a:numel() == 0 then return 0 end
-  return (a:double() - b:double()):abs():max():item()
-end
-
-local function assert_close(expected, got, tol, what)
-  assert.are.same(expected:size(), got:size(), what .. ": sizes")
-  assert.are.equal(expected.dtype, got.dtype, what .. ": dtype")
-  assert(got:numel() == 0 or lunet.allclose(got:double(), expected:double(), tol),
-         ("%s: max abs difference %g"):format(what, max_diff(expected, got)))
-end
-
-local function case_names(meta)
-  local names = {}
-  for k in pairs(meta) do
-    local name = k:match("^case%.(.+)$")
-    if name then names[#names + 1] = name end
-  end
-  table.sort(names)
-  return names
-end
 
 local function options_of(c)
   return { eps = c.eps, momentum = c.momentum ~= "none" and c.momentum,
@@ -253,24 +227,16 @@ function Net:__init(lazy)
 end
 function Net:forward(x) return self.bn(x) end
 
-local function keys_of(sd)
-  local ks = {}
-  for k in pairs(sd) do
-    if k ~= "_metadata" then ks[#ks + 1] = k end
-  end
-  return ks
-end
-
 describe("BatchNorm state dicts", function()
   it("are version 2 with the keys in PyTorch's order", function()
     local sd = nn.BatchNorm2d(4):state_dict()
     assert.are.same({ "weight", "bias", "running_mean", "running_var", "num_batches_tracked" },
-                    keys_of(sd))
+                    helpers.keys_of(sd))
     assert.are.equal(2, sd._metadata[""].version)
     assert.are.same({ "running_mean", "running_var", "num_batches_tracked" },
-                    keys_of(nn.BatchNorm1d(4, { affine = false }):state_dict()))
+                    helpers.keys_of(nn.BatchNorm1d(4, { affine = false }):state_dict()))
     assert.are.same({ "weight", "bias" },
-                    keys_of(nn.BatchNorm3d(4, { track_running_stats = false }):state_dict()))
+                    helpers.keys_of(nn.BatchNorm3d(4, { track_running_stats = false }):state_dict()))
     local net = Net()
     local nsd = net:state_dict()
     assert.are.equal(1, nsd._metadata[""].version)

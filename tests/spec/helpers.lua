@@ -33,4 +33,49 @@ function M.lunet_exe()
   return exe
 end
 
+-- A loader of safetensors fixtures in dir: fixture(name) returns the
+-- tensors and the metadata of dir .. name .. ".safetensors".
+function M.fixtures(dir)
+  return function(name)
+    local t, meta = lunet.load(dir .. name .. ".safetensors")
+    assert(t, meta)
+    return t, meta
+  end
+end
+
+-- The case names in a fixture's metadata (keys "case.NAME"), sorted.
+function M.case_names(meta)
+  local names = {}
+  for k in pairs(meta) do
+    local name = k:match("^case%.(.+)$")
+    if name then names[#names + 1] = name end
+  end
+  table.sort(names)
+  return names
+end
+
+-- The largest absolute difference between two tensors of one size (0 if empty).
+function M.max_diff(a, b)
+  if a:numel() == 0 then return 0 end
+  return (a:double() - b:double()):abs():max():item()
+end
+
+-- got has expected's size and dtype and is within tol ({ rtol, atol }).
+function M.assert_close(expected, got, tol, what)
+  assert(got, what .. ": missing")
+  assert.are.same(expected:size(), got:size(), what .. ": sizes")
+  assert.are.equal(expected.dtype, got.dtype, what .. ": dtype")
+  assert(got:numel() == 0 or lunet.allclose(got:double(), expected:double(), tol),
+         ("%s: max abs difference %g"):format(what, M.max_diff(expected, got)))
+end
+
+-- A state dict's keys in its iteration order, without "_metadata".
+function M.keys_of(sd)
+  local ks = {}
+  for k in pairs(sd) do
+    if k ~= "_metadata" then ks[#ks + 1] = k end
+  end
+  return ks
+end
+
 return M

@@ -6,16 +6,9 @@
 -- PyTorch's logits for them; PyTorch is not needed here.
 local lunet = require("lunet")
 local train_digits = require("examples.train_digits")
+local keys_of = require("tests.spec.helpers").keys_of
 
 local DIR = "tests/fixtures/interop/"
-
-local function keys_in_order(sd)
-  local ks = {}
-  for k in pairs(sd) do
-    if k ~= "_metadata" then ks[#ks + 1] = k end
-  end
-  return ks
-end
 
 for _, kind in ipairs({ "cnn", "mlp" }) do
   describe("a PyTorch-trained " .. kind .. " loaded into lunet", function()
@@ -34,7 +27,7 @@ for _, kind in ipairs({ "cnn", "mlp" }) do
       assert.same({}, r.missing_keys)
       assert.same({}, r.unexpected_keys)
       local ours = model:state_dict()
-      assert.equal(fix_meta.keys, table.concat(keys_in_order(ours), " "))
+      assert.equal(fix_meta.keys, table.concat(keys_of(ours), " "))
       assert.same(ours._metadata, sd._metadata)
     end)
 
@@ -74,7 +67,7 @@ for _, kind in ipairs({ "cnn", "mlp" }) do
       assert(lunet.save(out, model:state_dict()))
       local again = assert(lunet.load(out))
       os.remove(out)
-      local a, b = keys_in_order(sd), keys_in_order(again)
+      local a, b = keys_of(sd), keys_of(again)
       table.sort(a)
       table.sort(b)
       assert.same(a, b)

@@ -12,14 +12,10 @@ local F = nn.functional
 
 local helpers = require("tests.spec.helpers")
 local err, f64 = helpers.err, helpers.f64
+local assert_close, case_names, max_diff = helpers.assert_close, helpers.case_names,
+                                           helpers.max_diff
 
-local DIR = "tests/fixtures/layers/"
-
-local function fixture(name)
-  local t, meta = lunet.load(DIR .. name .. ".safetensors")
-  assert(t, meta)
-  return t, meta
-end
+local fixture = helpers.fixtures("tests/fixtures/layers/")
 
 -- "k=v k=a,b" -> table (numbers, booleans, {a, b} pairs, strings).
 local function parse(s)
@@ -33,33 +29,10 @@ local function parse(s)
   return c
 end
 
-local function case_names(meta)
-  local names = {}
-  for k in pairs(meta) do
-    local name = k:match("^case%.(.+)$")
-    if name then names[#names + 1] = name end
-  end
-  table.sort(names)
-  return names
-end
-
 local TOL = {
   float64 = { rtol = 1e-10, atol = 1e-10 },
   float32 = { rtol = 1e-4, atol = 1e-4 },
 }
-
-local function max_diff(a, b)
-  if a:numel() == 0 then return 0 end
-  return (a:double() - b:double()):abs():max():item()
-end
-
-local function assert_close(expected, got, tol, what)
-  assert(got, what .. ": missing")
-  assert.are.same(expected:size(), got:size(), what .. ": sizes")
-  assert.are.equal(expected.dtype, got.dtype, what .. ": dtype")
-  assert(got:numel() == 0 or lunet.allclose(got:double(), expected:double(), tol),
-         ("%s: max abs difference %g"):format(what, max_diff(expected, got)))
-end
 
 local function leaf(t) return t:detach():clone():requires_grad_(true) end
 

@@ -6,14 +6,7 @@ local nn = require("lunet.nn")
 
 local helpers = require("tests.spec.helpers")
 local err, f32, f64 = helpers.err, helpers.f32, helpers.f64
-
-local function keys_of(sd)
-  local out = {}
-  for k in pairs(sd) do
-    if k ~= "_metadata" then out[#out + 1] = k end
-  end
-  return out
-end
+local keys_of = helpers.keys_of
 
 local function values(t) return t:tolist() end
 
