@@ -79,12 +79,51 @@ static ln_tensor *zeros_for(const pool_geom *g, ln_dtype dt) {
   return t;
 }
 
+/* The (N, C, OH, OW) output for x of geometry g, in g's format. When x
+** needs a graph, also *node, a new node named name whose extra (freed with
+** it) holds g followed by extra_bytes more for the op's use; else *node is
+** NULL. On failure returns NULL with the error set and nothing held. */
+static ln_tensor *pool_output(ln_tensor *x, const pool_geom *g, const char *name,
+                              ln_backward_fn backward, size_t extra_bytes, const char *op,
+                              ln_node **node) {
+  ln_dtype dt = ln_tensor_dtype(x);
+  int64_t sizes[4] = { g->N, g->C, g->OH, g->OW };
+  ln_tensor *y = ln_empty_format(sizes, 4, dt, LN_DEVICE_CPU, g->fmt);
+  bool grad = ln_any_requires_grad(&x, 1);
+  pool_geom *s = grad ? malloc(sizeof *s + extra_bytes) : NULL;
+  *node = s ? ln_node_new(name, backward, &x, 1, 1) : NULL;
+  if (!y || (grad && !*node)) {
+    if (grad && !s) ln_error(LN_ENOMEM, "out of memory in %s", op);
+    free(s);
+    ln_node_release(*node);
+    *node = NULL;
+    ln_tensor_release(y);
+    return NULL;
+  }
+  if (*node) {
+    *s = *g;
+    (*node)->extra = s;
+    (*node)->free_extra = free;
+    (*node)->ints[0] = dt;
+  }
+  return y;
+}
+
+/* Records node (from pool_output, or NULL) as y's history and drops it. */
+static void pool_finish(ln_tensor *y, ln_node *node) {
+  if (!node) return;
+  ln_set_history(y, node, 0);
+  ln_node_release(node);
+}
+
 /* ---- max_pool2d ---- */
 
 typedef struct maxpool_saved {
   pool_geom g;
   int64_t idx[];   /* N * C * OH * OW plane offsets, plane by plane */
 } maxpool_saved;
+_Static_assert(offsetof(maxpool_saved, idx) == sizeof(pool_geom),
+               "pool_output allocates the indices right after the geometry");
 
 /* PyTorch's pooling_output_shape: floor (or ceil) division, and in ceil
 ** mode the last window must start inside the input or its left padding. */
@@ -205,30 +244,15 @@ static ln_tensor *max_pool_run(ln_tensor *x, const void *params) {
              (long long)g.W, (long long)g.C, (long long)g.OH, (long long)g.OW);
     return NULL;
   }
-  ln_dtype dt = ln_tensor_dtype(x);
-  int64_t sizes[4] = { g.N, g.C, g.OH, g.OW }, nout = g.N * g.C * g.OH * g.OW;
-  ln_tensor *y = ln_empty_format(sizes, 4, dt, LN_DEVICE_CPU, g.fmt);
-  bool grad = ln_any_requires_grad(&x, 1);
-  maxpool_saved *s = grad ? malloc(sizeof *s + sizeof(int64_t) * (size_t)nout) : NULL;
-  ln_node *node = s ? ln_node_new("MaxPool2DWithIndicesBackward0", max_pool_backward, &x, 1, 1)
-                    : NULL;
-  if (!y || (grad && !node)) {
-    if (grad && !s) ln_error(LN_ENOMEM, "out of memory in max_pool2d");
-    free(s);
-    ln_node_release(node);
-    ln_tensor_release(y);
-    return NULL;
-  }
+  size_t nout = (size_t)(g.N * g.C * g.OH * g.OW);
+  ln_node *node;
+  ln_tensor *y = pool_output(x, &g, "MaxPool2DWithIndicesBackward0", max_pool_backward,
+                             sizeof(int64_t) * nout, "max_pool2d", &node);
+  if (!y) return NULL;
+  maxpool_saved *s = node ? node->extra : NULL;
   max_pool_kernel(&g, ln_tensor_data(x), ln_tensor_strides(x), ln_tensor_data(y),
-                  ln_tensor_strides(y), s ? s->idx : NULL, dt == LN_F64);
-  if (node) {
-    s->g = g;
-    node->extra = s;
-    node->free_extra = free;
-    node->ints[0] = dt;
-    ln_set_history(y, node, 0);
-    ln_node_release(node);
-  }
+                  ln_tensor_strides(y), s ? s->idx : NULL, ln_tensor_dtype(x) == LN_F64);
+  pool_finish(y, node);
   return y;
 }
 
@@ -309,30 +333,13 @@ static ln_tensor *adaptive_run(ln_tensor *x, const void *params) {
   };
   g.OH = size[0] < 0 ? g.H : size[0];
   g.OW = size[1] < 0 ? g.W : size[1];
-  ln_dtype dt = ln_tensor_dtype(x);
-  int64_t sizes[4] = { g.N, g.C, g.OH, g.OW };
-  ln_tensor *y = ln_empty_format(sizes, 4, dt, LN_DEVICE_CPU, g.fmt);
-  bool grad = ln_any_requires_grad(&x, 1);
-  pool_geom *s = grad ? malloc(sizeof *s) : NULL;
-  ln_node *node = s ? ln_node_new("AdaptiveAvgPool2DBackward0", adaptive_backward, &x, 1, 1)
-                    : NULL;
-  if (!y || (grad && !node)) {
-    if (grad && !s) ln_error(LN_ENOMEM, "out of memory in adaptive_avg_pool2d");
-    free(s);
-    ln_node_release(node);
-    ln_tensor_release(y);
-    return NULL;
-  }
+  ln_node *node;
+  ln_tensor *y = pool_output(x, &g, "AdaptiveAvgPool2DBackward0", adaptive_backward, 0,
+                             "adaptive_avg_pool2d", &node);
+  if (!y) return NULL;
   adaptive_kernel(&g, ln_tensor_data(x), ln_tensor_strides(x), ln_tensor_data(y),
-                  ln_tensor_strides(y), dt == LN_F64, false);
-  if (node) {
-    *s = g;
-    node->extra = s;
-    node->free_extra = free;
-    node->ints[0] = dt;
-    ln_set_history(y, node, 0);
-    ln_node_release(node);
-  }
+                  ln_tensor_strides(y), ln_tensor_dtype(x) == LN_F64, false);
+  pool_finish(y, node);
   return y;
 }
 
