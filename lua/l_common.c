@@ -274,6 +274,32 @@ void ln_lua_apply_requires_grad(lua_State *L, int idx, ln_tensor *t) {
 
 /* ---- tables of numbers ---- */
 
+void ln_lua_cache_new(lua_State *L, const void *key) {
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+bool ln_lua_cache_get(lua_State *L, const void *key, const void *p) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  if (lua_rawgetp(L, -1, p) != LUA_TUSERDATA) {
+    lua_pop(L, 2);
+    return false;
+  }
+  lua_remove(L, -2);
+  return true;
+}
+
+void ln_lua_cache_set(lua_State *L, const void *key, const void *p) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  lua_pushvalue(L, -2);
+  lua_rawsetp(L, -2, p);
+  lua_pop(L, 1);
+}
+
 void ln_lua_push_int64s(lua_State *L, const int64_t *v, int n) {
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {

@@ -53,6 +53,16 @@ void ln_lua_gc_hint(lua_State *L);
 /* Called by luaopen_lunet once the backends are known. */
 void ln_lua_gc_hint_init(void);
 
+/* Caches from C objects to the Lua objects that hold them, so that one C
+** object always comes back as the same Lua object: a table with weak
+** values in the registry under key (the address of a static). cache_new
+** creates it; cache_get pushes the object cached for p and returns true,
+** or pushes nothing and returns false; cache_set caches the object on top
+** of the stack for p (it stays there). The cached objects are userdata. */
+void ln_lua_cache_new(lua_State *L, const void *key);
+bool ln_lua_cache_get(lua_State *L, const void *key, const void *p);
+void ln_lua_cache_set(lua_State *L, const void *key, const void *p);
+
 /* Push a table {s1, s2, ...} of a tensor's sizes or strides. */
 void ln_lua_push_int64s(lua_State *L, const int64_t *v, int n);
 

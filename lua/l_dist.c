@@ -17,19 +17,12 @@ static const char cache_key = 'g';   /* registry: ln_dist_group* -> object */
 /* ---- the group object ---- */
 
 void ln_lua_push_group(lua_State *L, ln_dist_group *g) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key);
-  if (lua_rawgetp(L, -1, g) == LUA_TUSERDATA) {
-    lua_remove(L, -2);
-    return;
-  }
-  lua_pop(L, 1);
+  if (ln_lua_cache_get(L, &cache_key, g)) return;
   ln_dist_group **box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = g;
   ln_dist_group_retain(g);
   luaL_setmetatable(L, LN_GROUP_MT);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, -3, g);
-  lua_remove(L, -2);
+  ln_lua_cache_set(L, &cache_key, g);
 }
 
 ln_dist_group *ln_lua_check_group(lua_State *L, int idx) {
@@ -402,12 +395,7 @@ static const luaL_Reg group_metamethods[] = {
 };
 
 void ln_lua_open_dist(lua_State *L) {
-  lua_newtable(L);                           /* the cache, weak values */
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
+  ln_lua_cache_new(L, &cache_key);
 
   luaL_newmetatable(L, LN_GROUP_MT);
   luaL_setfuncs(L, group_metamethods, 0);

@@ -23,19 +23,14 @@ static const char cache_key = 'c';   /* registry: ln_tensor* -> userdata */
 
 void ln_lua_push_tensor(lua_State *L, ln_tensor *t) {
   if (t == NULL) ln_lua_error(L);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key);
-  if (lua_rawgetp(L, -1, t) == LUA_TUSERDATA) {  /* already has one */
-    lua_remove(L, -2);
+  if (ln_lua_cache_get(L, &cache_key, t)) {  /* already has one */
     ln_tensor_release(t);
     return;
   }
-  lua_pop(L, 1);
   ln_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = t;
   luaL_setmetatable(L, LN_TENSOR_MT);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, -3, t);
-  lua_remove(L, -2);
+  ln_lua_cache_set(L, &cache_key, t);
   ln_lua_gc_hint(L);
 }
 
@@ -358,12 +353,7 @@ void ln_lua_push_tensor_table(lua_State *L, const char *which) {
 ** tables (the other binding files add to them), the cache, and registers
 ** lunet.is_tensor into the table on top. */
 void ln_lua_open_tensor(lua_State *L) {
-  lua_newtable(L);                           /* the cache, weak values */
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
+  ln_lua_cache_new(L, &cache_key);
 
   luaL_newmetatable(L, LN_TENSOR_MT);
   luaL_setfuncs(L, metamethods, 0);
