@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "module_check.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/tensor.h"
@@ -34,14 +35,6 @@ static ln_tensor *input(int64_t n, int64_t c, double shift) {
 }
 
 static ln_tensor *call(ln_module *m, ln_tensor *x) { return ln_module_call(m, &x, 1); }
-
-static bool repr_is(ln_module *m, const char *want) {
-  char *s = ln_module_to_string(m);
-  bool ok = s && strcmp(s, want) == 0;
-  if (!ok) fprintf(stderr, "repr: got \"%s\"\n  want \"%s\"\n", s ? s : "(null)", want);
-  free(s);
-  return ok;
-}
 
 static void test_construction(void) {
   ln_module *bn = ln_batchnorm_new(2, 3, NULL);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "module_check.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/random.h"
@@ -52,14 +53,6 @@ static double max_err(ln_tensor *t, const double *want) {
     if (d > e || isnan(d)) e = isnan(d) ? INFINITY : d;
   }
   return e;
-}
-
-static bool repr_is(ln_module *m, const char *want) {
-  char *s = ln_module_to_string(m);
-  bool ok = s && strcmp(s, want) == 0;
-  if (!ok) fprintf(stderr, "repr: got \"%s\"\n  want \"%s\"\n", s ? s : "(null)", want);
-  free(s);
-  return ok;
 }
 
 /* ---- conv2d ---- */
