@@ -16,7 +16,7 @@ static ln_status check_p(double p) {
   char buf[40];
   if (!(p >= 0 && p <= 1))
     return ln_error(LN_EINVAL, "dropout probability has to be between 0 and 1, but got %s",
-                    ln_layer_py_float(p, buf, sizeof buf));
+                    ln_py_float(p, buf, sizeof buf));
   return LN_OK;
 }
 
@@ -78,7 +78,7 @@ static ln_tensor *dropout_forward(ln_module *m, ln_tensor *const *in, int n) {
 static void dropout_repr(ln_module *m, char *buf, size_t size) {
   char p[40];
   snprintf(buf, size, "p=%s, inplace=%s",
-           ln_layer_py_float(ln_module_attr_number(m, "p", 0), p, sizeof p),
+           ln_py_float(ln_module_attr_number(m, "p", 0), p, sizeof p),
            ln_module_attr_bool(m, "inplace", false) ? "true" : "false");
 }
 

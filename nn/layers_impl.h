@@ -1,7 +1,7 @@
 /*
 ** layers_impl.h -- what the layer files (nn/linear.c, conv2d.c, pooling.c,
 ** dropout.c, activation.c, softmax.c, loss.c) share: PyTorch's text for
-** sizes, types and floats, in-place results, the float16 round trip,
+** sizes and types (floats: pyrepr.h), in-place results, the float16 round trip,
 ** module construction and the ln_layer_type table. For nn/ files only.
 */
 #ifndef LN_LAYERS_IMPL_H
@@ -10,14 +10,13 @@
 #include <stddef.h>
 
 #include "layers.h"
+#include "pyrepr.h"   /* ln_py_float */
 
 /* ---- text ---- */
 /* "[2, 4, 5, 5]" (PyTorch's sizes in messages). Returns buf. */
 const char *ln_layer_sizes_str(const ln_tensor *t, char *buf, size_t n);
 /* PyTorch's scalar type name: "Float", "Double", "Half", "BFloat16", "Long", "Bool". */
 const char *ln_layer_torch_type(ln_dtype t);
-/* A double as Python's repr writes it: "0.5", "1.0", "1e-05". Returns buf. */
-const char *ln_layer_py_float(double v, char *buf, size_t n);
 /* printf at buf + *k, advancing *k; nothing once the buffer is full. */
 void ln_layer_append(char *buf, size_t size, size_t *k, const char *fmt, ...)
 #if defined(__GNUC__)
