@@ -9,12 +9,15 @@ bench_lunet.lua -- lunet's half of scripts/bench, and the report.
       here). Then times lunet in blocks that alternate with PyTorch's
       through the FIFOs DIR/to_torch and DIR/to_lunet: a block of lunet
       samples, a block of PyTorch samples of the same measure, and so on,
-      so that both see the machine in the same state.
+      so that both see the machine in the same state. After each block of
+      a case's step comes a shorter block of copy_ of its input: the
+      roofline's reference, timed in the same turn for the same reason.
   lunet bench_lunet.lua report [--markdown FILE] LUNET_FILE TORCH_FILE
       Prints the table: medians, ratio, roofline fraction, target, pass/miss.
 
 Sample files are tab-separated lines:
-  sample <case> <measure> <block> <seconds per call>
+  sample <case> <measure> <block> <seconds per call>   (measure "copy/<m>":
+                                                       the copies after m's block)
   meta <key> <value>
   check <case> <what> <1|0> <max abs diff / max(1, max abs value)>  (bench_torch.py)
 The thread count comes from the environment (LUNET_NUM_THREADS), which
@@ -37,14 +40,12 @@ local OVERHEAD = { key = "overhead", label = "per-call overhead: BatchNorm1d (2,
   module = "BatchNorm1d", shape = { 2, 4 }, format = "contiguous" }
 
 -- What each measure must move, in units of the input's size: forward reads
--- x and writes y; backward reads x and dy and writes dx. "copy" (x into a
--- tensor of its layout) is the roofline's reference and is not a row.
+-- x and writes y; backward reads x and dy and writes dx.
 local MEASURES = {
   { key = "train_fwd", label = "train forward", moves = 2 },
   { key = "train_fwd_bwd", label = "train forward+backward", moves = 5 },
   { key = "train_bwd", label = "  backward alone", moves = 3 },
   { key = "eval_fwd", label = "eval forward", moves = 2 },
-  { key = "copy" },
 }
 
 -- Targets (issue 3): the ratio torch/lunet, and train forward's roofline.
@@ -151,9 +152,10 @@ local function write_check(case, path)
   return { x = x, dy = dy, weight = w, bias = b }
 end
 
--- The step of each measure on a case's inputs (x, dy, weight, bias).
--- Outputs are closed after the clock stops; gradients are reset to nil
--- before it starts, so accumulation is never timed.
+-- The step of each measure on a case's inputs (x, dy, weight, bias), and
+-- a copy of x into a tensor of its layout. Outputs are closed after the
+-- clock stops; gradients are reset to nil before it starts, so
+-- accumulation is never timed.
 local function steps_for(case, inp)
   local x, dy = inp.x, inp.dy
   local xg = x:detach():requires_grad_(true)
@@ -165,7 +167,12 @@ local function steps_for(case, inp)
     local y <close> = m(x)
     return clock() - t0
   end
-  return m, {
+  local function copy()
+    local t0 = clock()
+    dst:copy_(x)
+    return clock() - t0
+  end
+  return m, copy, {
     train_fwd = forward,
     eval_fwd = forward,
     train_fwd_bwd = function()
@@ -180,11 +187,6 @@ local function steps_for(case, inp)
       local y <close> = m(xg)
       local t0 = clock()
       y:backward(dy)
-      return clock() - t0
-    end,
-    copy = function()
-      local t0 = clock()
-      dst:copy_(x)
       return clock() - t0
     end,
   }
@@ -211,6 +213,7 @@ local function run(o)
   end
   local p = o.quick and { warm = 1, min = 2, budget = 0.02, blocks = 2, calls = 200 }
                      or { warm = 1, min = 3, budget = 0.06, blocks = 12, calls = 1000 }
+  local pc = { warm = 1, min = 3, budget = p.budget / 3 }   -- the copy blocks
   p.blocks = tonumber(o.blocks) or p.blocks
   lunet.manual_seed(0)
   emit("meta", "threads", lunet.get_num_threads())
@@ -219,7 +222,8 @@ local function run(o)
   local inputs, measures = {}, {}
   for _, ms in ipairs(MEASURES) do measures[#measures + 1] = ms.key end
   local manifest = assert(io.open(o.dir .. "/manifest.tsv", "w"))
-  manifest:write(("params\t%d\t%d\t%s\t%d\t%d\n"):format(p.warm, p.min, p.budget, p.blocks, p.calls))
+  manifest:write(("params\t%d\t%d\t%s\t%d\t%d\t%s\n"):format(p.warm, p.min, p.budget,
+                                                             p.blocks, p.calls, pc.budget))
   manifest:write("measures\t", table.concat(measures, ","), "\n")
   for _, case in ipairs(CASES) do
     local path = ("%s/%s.safetensors"):format(o.dir, case.key)
@@ -233,24 +237,27 @@ local function run(o)
   manifest:close()
 
   local peer = open_peer(o.dir)
-  local function measure(case_key, measure_key, step)
+  local function measure(case_key, measure_key, step, copy)
     for b = 1, p.blocks do
       for _, s in ipairs(block(step, p)) do emit("sample", case_key, measure_key, b, s) end
+      if copy then
+        for _, s in ipairs(block(copy, pc)) do emit("sample", case_key, "copy/" .. measure_key, b, s) end
+      end
       peer.pass()
     end
   end
   for _, case in ipairs(CASES) do
     io.stderr:write("  ", case.label, "\n")
-    local m, steps = steps_for(case, inputs[case.key])
+    local m, copy, steps = steps_for(case, inputs[case.key])
     inputs[case.key] = nil
     for _, ms in ipairs(MEASURES) do
       m:train(ms.key ~= "eval_fwd")
-      measure(case.key, ms.key, steps[ms.key])
+      measure(case.key, ms.key, steps[ms.key], copy)
     end
     local numel = 1
     for _, n in ipairs(case.shape) do numel = numel * n end
     emit("meta", "bytes:" .. case.key, numel * 4)   -- float32
-    m, steps = nil, nil
+    m, copy, steps = nil, nil, nil
     collectgarbage()
   end
   io.stderr:write("  ", OVERHEAD.label, "\n")
@@ -284,33 +291,32 @@ local function read_samples(lunet_file, torch_file)
   return d
 end
 
--- Median of all samples of one side, and the median over blocks of the
--- ratio of PyTorch's block median to lunet's (each pair of blocks ran
--- back to back, so the ratio is the robust figure).
-local function summarize(d, case, measure)
-  local k = case .. "|" .. measure
-  local L, T = d.samples.lunet[k] or {}, d.samples.torch[k] or {}
-  local function pooled(by_block)
-    local all = {}
-    for _, v in pairs(by_block) do for _, s in ipairs(v) do all[#all + 1] = s end end
-    return median(all)
-  end
-  local ratios = {}
-  for b, v in pairs(L) do
-    if T[b] then ratios[#ratios + 1] = median(T[b]) / median(v) end
-  end
-  return pooled(L), pooled(T), median(ratios)
+local function pooled(by_block)
+  local all = {}
+  for _, v in pairs(by_block) do for _, s in ipairs(v) do all[#all + 1] = s end end
+  return median(all)
 end
 
--- The fastest block median of one side: the copy bandwidth the machine
--- sustains, which load from other processes can only lower.
-local function best_block(d, who, case, measure)
-  local best
-  for _, v in pairs(d.samples[who][case .. "|" .. measure] or {}) do
-    local m = median(v)
-    if best == nil or m < best then best = m end
+-- One row: the median of all samples of each side; the ratio, the median
+-- over blocks of PyTorch's block median over lunet's (each pair of blocks
+-- ran back to back, so load from other processes hits both alike); the
+-- roofline, the median over blocks of the faster side's copy block median
+-- over lunet's step block median, times the traffic in input sizes over 2
+-- (the copy's). Copies are medians of all of a side's copy samples.
+local function summarize(d, case, measure, moves)
+  local k = case .. "|" .. measure
+  local L, T = d.samples.lunet[k] or {}, d.samples.torch[k] or {}
+  local LC = d.samples.lunet[case .. "|copy/" .. measure] or {}
+  local TC = d.samples.torch[case .. "|copy/" .. measure] or {}
+  local ratios, roofs = {}, {}
+  for b, v in pairs(L) do
+    if T[b] then ratios[#ratios + 1] = median(T[b]) / median(v) end
+    if LC[b] and TC[b] then
+      roofs[#roofs + 1] = moves / 2 * math.min(median(LC[b]), median(TC[b])) / median(v)
+    end
   end
-  return best
+  return { lunet = pooled(L), torch = pooled(T), ratio = median(ratios), roofline = median(roofs),
+           lunet_copy = pooled(LC), torch_copy = pooled(TC) }
 end
 
 local function fmt_time(s, unit)
@@ -340,21 +346,16 @@ local function report(o)
   local copies = {}
   for _, case in ipairs(CASES) do
     rows[#rows + 1] = { case.label }
-    -- The roofline's reference: the fastest copy block of either side.
-    local lc, tc = best_block(d, "lunet", case.key, "copy"), best_block(d, "torch", case.key, "copy")
-    local ref = lc and tc and math.min(lc, tc) or lc
-    local bytes = tonumber(d.meta["lunet|bytes:" .. case.key])
-    copies[#copies + 1] = { case, bytes, lc, tc }
+    local lc, tc = {}, {}
     for _, ms in ipairs(MEASURES) do
-      if ms.moves then
-        local lt, tt, ratio = summarize(d, case.key, ms.key)
-        local roof = lt and ref and (ms.moves / 2) * ref / lt
-        add("  " .. ms.label, lt, tt, ratio, roof, targets(case.key, ms.key))
-      end
+      local r = summarize(d, case.key, ms.key, ms.moves)
+      add("  " .. ms.label, r.lunet, r.torch, r.ratio, r.roofline, targets(case.key, ms.key))
+      lc[#lc + 1], tc[#tc + 1] = r.lunet_copy, r.torch_copy
     end
+    copies[#copies + 1] = { case, tonumber(d.meta["lunet|bytes:" .. case.key]), median(lc), median(tc) }
   end
-  local lt, tt, ratio = summarize(d, OVERHEAD.key, "eval_fwd")
-  add(OVERHEAD.label .. " (us/call)", lt, tt, ratio, nil, targets("overhead"), "us")
+  local r = summarize(d, OVERHEAD.key, "eval_fwd", 0)
+  add(OVERHEAD.label .. " (us/call)", r.lunet, r.torch, r.ratio, nil, targets("overhead"), "us")
 
   local lines = {}
   local function out(s) lines[#lines + 1] = s end
@@ -374,8 +375,9 @@ local function report(o)
   for _, r in ipairs(rows) do out(plain(r)) end
   out("")
   out("ms: median of every sample; torch/lunet: median over the block pairs of the ratio of")
-  out("their medians (>1: lunet is faster); roofline: lunet's share of the copy bandwidth.")
-  out("copy_ of the input's size, fastest block median (the roofline's reference is the faster side):")
+  out("their medians (>1: lunet is faster); roofline: lunet's share of the copy bandwidth, the")
+  out("median over blocks, each against the copies timed in its turn (the faster side's).")
+  out("copy_ of the input's size (median over the rows; bandwidth = twice the size / time):")
   for _, c in ipairs(copies) do
     local case, bytes, lc, tc = table.unpack(c)
     local function bw(t) return t and ("%.1f GB/s"):format(2 * bytes / t / 1e9) or "-" end

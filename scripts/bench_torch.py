@@ -96,8 +96,9 @@ def check(key, module, fmt, ref, emit):
 
 
 def case_steps(module, fmt, ref):
-    """The step of each measure, as bench_lunet.lua's: outputs are freed
-    after the clock stops, gradients reset to None before it starts."""
+    """The step of each measure and the copy, as bench_lunet.lua's: outputs
+    are freed after the clock stops, gradients reset to None before it
+    starts."""
     x = to_format(ref["x"], fmt)
     xg = x.detach().clone().requires_grad_(True)
     dy = to_format(ref["dy"], fmt)
@@ -129,8 +130,8 @@ def case_steps(module, fmt, ref):
         dst.copy_(x)
         return clock() - t0
 
-    return m, {"train_fwd": forward, "eval_fwd": forward, "train_fwd_bwd": train_fwd_bwd,
-               "train_bwd": train_bwd, "copy": copy}
+    return m, copy, {"train_fwd": forward, "eval_fwd": forward,
+                     "train_fwd_bwd": train_fwd_bwd, "train_bwd": train_bwd}
 
 
 def overhead_step(module, shape, calls):
@@ -160,13 +161,14 @@ def main():
     # Opening the FIFO waits for lunet, which writes the manifest first.
     rx = open(os.path.join(a.dir, "to_torch"), "r")
     tx = open(os.path.join(a.dir, "to_lunet"), "w")
-    cases, overhead, p, measures = [], None, None, None
+    cases, overhead, p, pc, measures = [], None, None, None, None
     with open(os.path.join(a.dir, "manifest.tsv")) as f:
         for line in f:
             t = line.rstrip("\n").split("\t")
             if t[0] == "params":
                 p = {"warm": int(t[1]), "min": int(t[2]), "budget": float(t[3]),
                      "blocks": int(t[4]), "calls": int(t[5])}
+                pc = {"warm": 1, "min": 3, "budget": float(t[6])}  # the copy blocks
             elif t[0] == "measures":
                 measures = t[1].split(",")
             elif t[0] == "case":
@@ -198,20 +200,23 @@ def main():
         # OpenMP workers spin for a while after their last parallel region:
         # each side's are left SETTLE seconds to fall asleep before the
         # other side times anything.
-        def measure(key, name, step):
+        def measure(key, name, step, copy=None):
             for b in range(1, p["blocks"] + 1):
                 wait_for_lunet()
                 time.sleep(SETTLE)
                 for s in block(step, p):
                     emit("sample", key, name, b, s)
+                if copy:
+                    for s in block(copy, pc):
+                        emit("sample", key, "copy/" + name, b, s)
                 time.sleep(SETTLE)
                 send("done")
 
         for key, module, fmt, _ in cases:
-            m, steps = case_steps(module, fmt, refs.pop(key))
+            m, copy, steps = case_steps(module, fmt, refs.pop(key))
             for name in measures:
                 m.train(name != "eval_fwd")
-                measure(key, name, steps[name])
+                measure(key, name, steps[name], copy)
         key, module, shape = overhead
         measure(key, "eval_fwd", overhead_step(module, shape, p["calls"]))
 
