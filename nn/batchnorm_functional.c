@@ -19,6 +19,7 @@
 
 #include "../core/autograd.h"
 #include "batchnorm_functional.h"
+#include "pyrepr.h"
 
 /* ---- messages ---- */
 
@@ -40,19 +41,6 @@ static const char *shape_str(const ln_tensor *t, char *buf, size_t n) {
     len += (size_t)snprintf(buf + len, n - len, d ? ", %lld" : "%lld",
                             (long long)ln_tensor_size(t, d));
   if (len < n) snprintf(buf + len, n - len, "}");
-  return buf;
-}
-
-/* A double as Python's repr writes it: 0.0, 1e-05, -0.001. */
-static const char *py_float(double v, char *buf, size_t n) {
-  if (v == floor(v) && fabs(v) < 1e16) {
-    snprintf(buf, n, "%.1f", v);
-    return buf;
-  }
-  for (int p = 1; p <= 17; p++) {
-    snprintf(buf, n, "%.*g", p, v);
-    if (strtod(buf, NULL) == v) break;
-  }
   return buf;
 }
 
@@ -145,10 +133,10 @@ static ln_status check_input(const ln_bn_args *a, ln_tensor *const *params) {
                     V ? " with virtual_batch_size 1" : "");
   if (training && !(eps > 0))
     return ln_error(LN_EINVAL, "batch_norm eps must be positive during training, but "
-                    "got %s", py_float(eps, buf, sizeof buf));
+                    "got %s", ln_py_float(eps, buf, sizeof buf));
   if (!training && !(eps >= 0))
     return ln_error(LN_EINVAL, "batch_norm eps must be non-negative, but got %s",
-                    py_float(eps, buf, sizeof buf));
+                    ln_py_float(eps, buf, sizeof buf));
   ln_device dev = ln_tensor_device(x);
   for (int i = 0; i < 5; i++) {
     if (!params[i] || ln_device_eq(ln_tensor_device(params[i]), dev)) continue;

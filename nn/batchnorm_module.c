@@ -17,6 +17,7 @@
 
 #include "../core/autograd.h"
 #include "batchnorm_module_impl.h"
+#include "pyrepr.h"
 #include "state_dict.h"
 
 typedef struct bn_priv {
@@ -409,57 +410,12 @@ static ln_tensor *bn_forward(ln_module *m, ln_tensor *const *inputs, int n) {
 
 /* ---- printing ---- */
 
-/* Python's repr of a float: the shortest digits that read back as v, in
-** fixed notation unless the decimal point sits before the 4th leading
-** zero or beyond 16 digits ("0.001", "1e-05", "1e+16", "100.0"). */
-static void float_repr(double v, char *buf, size_t size) {
-  if (isnan(v) || isinf(v)) {
-    snprintf(buf, size, "%s", isnan(v) ? "nan" : v < 0 ? "-inf" : "inf");
-    return;
-  }
-  char e[40];
-  for (int p = 0; p < 17; p++) {
-    snprintf(e, sizeof e, "%.*e", p, v);
-    if (strtod(e, NULL) == v) break;
-  }
-  /* e is [-]d[.ddd]e(+|-)XX: split it into sign, digits and exponent */
-  const char *s = e + (e[0] == '-');
-  char digits[24];
-  int nd = 0;
-  for (; *s != 'e'; s++)
-    if (*s != '.') digits[nd++] = *s;
-  int decpt = atoi(s + 1) + 1;   /* v = 0.digits * 10^decpt */
-  char out[48];
-  int k = 0;
-  if (e[0] == '-') out[k++] = '-';
-  if (decpt <= -4 || decpt > 16) {
-    out[k++] = digits[0];
-    if (nd > 1) out[k++] = '.';
-    for (int i = 1; i < nd; i++) out[k++] = digits[i];
-    snprintf(out + k, sizeof out - (size_t)k, "e%c%02d", decpt - 1 < 0 ? '-' : '+',
-             abs(decpt - 1));
-  } else {
-    if (decpt <= 0) {
-      out[k++] = '0';
-      out[k++] = '.';
-      for (int i = decpt; i < 0; i++) out[k++] = '0';
-    }
-    for (int i = 0; i < nd || i < decpt; i++) {
-      out[k++] = i < nd ? digits[i] : '0';
-      if (i + 1 == decpt) out[k++] = '.';
-    }
-    if (decpt >= nd) out[k++] = '0';
-    out[k] = '\0';
-  }
-  snprintf(buf, size, "%s", out);
-}
-
 /* An attribute as Lua shows it: None is false, floats as Python prints them. */
 static void attr_text(const ln_attr *a, char *buf, size_t size) {
   if (!a || a->kind == LN_ATTR_NIL) snprintf(buf, size, "false");
   else if (a->kind == LN_ATTR_BOOL) snprintf(buf, size, "%s", a->u.b ? "true" : "false");
   else if (a->kind == LN_ATTR_INT) snprintf(buf, size, "%lld", (long long)a->u.i);
-  else if (a->kind == LN_ATTR_NUMBER) float_repr(a->u.d, buf, size);
+  else if (a->kind == LN_ATTR_NUMBER) ln_py_float(a->u.d, buf, size);
   else snprintf(buf, size, "%s", a->u.s);
 }
 
