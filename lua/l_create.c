@@ -145,16 +145,22 @@ static int l_tensor(lua_State *L) {
 typedef enum fill_kind { FILL_EMPTY, FILL_ZEROS, FILL_ONES, FILL_VALUE,
                          FILL_RAND, FILL_RANDN } fill_kind;
 
+/* A new tensor of `sizes` in memory format `fmt`, filled as k says. */
 static ln_tensor *create(fill_kind k, const int64_t *sizes, int nd, double v,
-                         ln_dtype dt, ln_device dev) {
+                         ln_dtype dt, ln_device dev, ln_memory_format fmt) {
+  ln_tensor *t = ln_empty_format(sizes, nd, dt, dev, fmt);
+  ln_status st = LN_OK;
+  if (!t) return NULL;
   switch (k) {
-  case FILL_EMPTY: return ln_empty(sizes, nd, dt, dev);
-  case FILL_ZEROS: return ln_zeros(sizes, nd, dt, dev);
-  case FILL_ONES: return ln_ones(sizes, nd, dt, dev);
-  case FILL_VALUE: return ln_full(sizes, nd, v, dt, dev);
-  case FILL_RAND: return ln_rand(sizes, nd, dt, dev);
-  case FILL_RANDN: return ln_randn(sizes, nd, dt, dev);
+  case FILL_EMPTY: break;
+  case FILL_ZEROS: st = ln_fill_(t, 0.0); break;
+  case FILL_ONES: st = ln_fill_(t, 1.0); break;
+  case FILL_VALUE: st = ln_fill_(t, v); break;
+  case FILL_RAND: st = ln_uniform_(t, 0.0, 1.0); break;
+  case FILL_RANDN: st = ln_normal_(t, 0.0, 1.0); break;
   }
+  if (st == LN_OK) return t;
+  ln_tensor_release(t);
   return NULL;
 }
 
@@ -186,7 +192,7 @@ static int create_sized(lua_State *L, fill_kind k) {
   ln_device dev = ln_lua_opt_device(L, next, LN_DEVICE_CPU);
   luaL_argcheck(L, lua_gettop(L) <= next, next + 1, "no more arguments expected");
   lua_settop(L, next);   /* the result goes above the options */
-  ln_lua_push_tensor(L, create(k, sizes, nd, v, dt, dev));
+  ln_lua_push_tensor(L, create(k, sizes, nd, v, dt, dev, LN_CONTIGUOUS));
   ln_lua_apply_requires_grad(L, next, ln_lua_check_tensor(L, -1));
   return 1;
 }
@@ -198,7 +204,9 @@ static int l_full(lua_State *L) { return create_sized(L, FILL_VALUE); }
 static int l_rand(lua_State *L) { return create_sized(L, FILL_RAND); }
 static int l_randn(lua_State *L) { return create_sized(L, FILL_RANDN); }
 
-/* f_like(t, opts) and full_like(t, value, opts): t's sizes, dtype, device. */
+/* f_like(t, opts) and full_like(t, value, opts): t's sizes, dtype, device
+** and memory format (channels-last stays channels-last, as PyTorch's
+** preserve_format). */
 static int create_like(lua_State *L, fill_kind k) {
   ln_tensor *t = ln_lua_check_tensor(L, 1);
   int opts = 2;
@@ -208,7 +216,8 @@ static int create_like(lua_State *L, fill_kind k) {
   ln_dtype dt = ln_lua_opt_dtype(L, opts, ln_tensor_dtype(t));
   ln_device dev = ln_lua_opt_device(L, opts, ln_tensor_device(t));
   lua_settop(L, opts);
-  ln_lua_push_tensor(L, create(k, ln_tensor_sizes(t), ln_tensor_dim(t), v, dt, dev));
+  ln_lua_push_tensor(L, create(k, ln_tensor_sizes(t), ln_tensor_dim(t), v, dt, dev,
+                            ln_tensor_suggest_format(t)));
   ln_lua_apply_requires_grad(L, opts, ln_lua_check_tensor(L, -1));
   return 1;
 }

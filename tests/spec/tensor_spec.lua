@@ -177,6 +177,22 @@ describe("creation functions", function()
     same(lunet.randn_like(x):size(), {2, 3})
   end)
 
+  it("keeps a channels-last tensor's memory format in the _like variants", function()
+    local x = lunet.randn(2, 3, 4, 5):contiguous("channels_last")
+    for _, f in ipairs{ lunet.empty_like, lunet.zeros_like, lunet.ones_like,
+                        lunet.rand_like, lunet.randn_like } do
+      assert.is_true(f(x):is_contiguous("channels_last"))
+    end
+    local full = lunet.full_like(x, 7)
+    assert.is_true(full:is_contiguous("channels_last"))
+    assert.equal(7 * 120, full:sum():item())
+    lunet.manual_seed(3)
+    local a = lunet.randn_like(x)
+    lunet.manual_seed(3)
+    assert.is_true(lunet.allclose(a, lunet.randn(2, 3, 4, 5), {rtol = 0, atol = 0}))
+    assert.is_true(lunet.zeros_like(lunet.randn(2, 3)):is_contiguous())
+  end)
+
   it("rejects negative sizes", function()
     assert.matches("negative size", err(lunet.zeros, 2, -1))
   end)
