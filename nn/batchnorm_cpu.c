@@ -88,9 +88,28 @@ static void bn_run(bool par, int64_t n, bn_range_fn fn, const bn_task *t) {
   }
 }
 
+/* The reductions' work space (each thread's block sums, then the
+** partials), kept by the calling thread from one call to the next and
+** grown when too small. Allocated afresh (two blocks, 150 KB for a
+** (256,1024) input), it went back to the kernel and came again on every
+** call (the heap trimmed and grown), and the kernel's page work took about
+** a fifth of that input's one-thread train forward. */
+static _Thread_local struct { double *p; size_t n; } bn_space;
+
+static double *bn_space_get(size_t n) {
+  if (bn_space.n < n) {
+    double *p = malloc(sizeof(double) * n);
+    if (!p) return NULL;
+    free(bn_space.p);
+    bn_space.p = p;
+    bn_space.n = n;
+  }
+  return bn_space.p;
+}
+
 /* Run a reduction (over dy when given, masked with a mask); the partials
-** (n: units_b, a and b: units_b * C doubles) are returned in *out, to be
-** freed with free(out->n). */
+** (n: units_b, a and b: units_b * C doubles) are returned in *out, in the
+** calling thread's work space: valid until its next reduction. */
 static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                            const ln_bn_view *dy, const ln_bn_mask *mask, const double *kvec,
                            bn_part *pt, bn_partials *out) {
@@ -98,17 +117,13 @@ static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x
   int64_t np = t.pt.units_b * g->C;
   bool par = bn_parallel(g);
   int nt = par ? omp_get_max_threads() : 1;
-  t.scratch = malloc(sizeof(double) * (size_t)(3 * g->C * nt));
-  t.out.n = malloc(sizeof(double) * (size_t)(2 * np + t.pt.units_b));
-  if (!t.scratch || !t.out.n) {
-    free(t.scratch);
-    free(t.out.n);
-    return bn_nomem();
-  }
+  double *space = bn_space_get((size_t)(3 * g->C * nt + 2 * np + t.pt.units_b));
+  if (!space) return bn_nomem();
+  t.scratch = space;
+  t.out.n = space + 3 * g->C * nt;
   t.out.a = t.out.n + t.pt.units_b;
   t.out.b = t.out.a + np;
   bn_run(par, t.pt.units_b * t.pt.units_c, bn_kernels_for(dt)->reduce, &t);
-  free(t.scratch);
   *pt = t.pt;
   *out = t.out;
   return LN_OK;
@@ -130,7 +145,6 @@ ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
     n = nt;
   }
   for (int64_t c = 0; c < C; c++) var[c] /= n;
-  free(p.n);
   return LN_OK;
 }
 
@@ -154,7 +168,6 @@ static ln_status bn_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view
       }
     for (int64_t c = 0; c < C; c++)
       sum_dyx[c] -= (mean[c] - k[c]) * sum_dy[c];  /* from x - k to x - mean */
-    free(p.n);
   }
   free(k);
   return st;
