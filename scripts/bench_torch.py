@@ -3,8 +3,10 @@
     python bench_torch.py --dir DIR --out FILE
 
 Follows DIR/manifest.tsv, which bench_lunet.lua writes: the sampling
-parameters, the measures, and per case its module, memory format, shape
-and a safetensors file with the inputs and lunet's results. First runs one
+parameters, the measures, and per case its module, memory format, shape,
+a safetensors file with the inputs and lunet's results, and for issue 4's
+variants the PyTorch code to compare with (a peer module below) and its
+options. First runs one
 train forward+backward and an eval forward on a fresh module and compares
 every result with lunet's (a `check` line each), then times the same
 measures on the same inputs in blocks that alternate with lunet's through
@@ -22,6 +24,7 @@ import warnings
 # A venv made for the benchmark has no NumPy, which torch only warns about.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 # Results agree when every element is within TOL times the tensor's largest
 # magnitude (at least 1): dweight and dbias are float32 sums over up to
@@ -49,8 +52,69 @@ def load_safetensors(path):
     return out
 
 
-def make_module(module, c, weight, bias):
-    m = getattr(torch.nn, module)(c)
+class FusedPeer(torch.nn.BatchNorm2d):
+    """lunet's FusedBatchNorm2d as PyTorch code writes it: relu(bn(x) + a)."""
+
+    def forward(self, x, a):
+        return torch.relu(super().forward(x) + a)
+
+
+class GhostPeer(torch.nn.BatchNorm2d):
+    """lunet's virtual_batch_size: F.batch_norm on each block of V samples,
+    the running statistics from the means of the blocks' statistics."""
+
+    def __init__(self, c, virtual_batch_size):
+        super().__init__(c)
+        self.v = int(virtual_batch_size)
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        blocks = x.split(self.v)
+        with torch.no_grad():
+            stats = [torch.var_mean(b, dim=(0, 2, 3), correction=1) for b in blocks]
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(torch.stack([s[1] for s in stats]).mean(0), alpha=m)
+            self.running_var.mul_(1 - m).add_(torch.stack([s[0] for s in stats]).mean(0), alpha=m)
+            self.num_batches_tracked += 1
+        return torch.cat([F.batch_norm(b, None, None, self.weight, self.bias, True, 0.0, self.eps)
+                          for b in blocks])
+
+
+class RenormPeer(torch.nn.BatchNorm2d):
+    """lunet's BatchRenorm2d: r and d from the batch and running statistics,
+    then F.batch_norm with weight * r and bias + weight * d (which also
+    updates the running statistics as BatchNorm does)."""
+
+    def __init__(self, c, rmax, dmax):
+        super().__init__(c)
+        self.rmax, self.dmax = float(rmax), float(dmax)
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+            sigma = (self.running_var + self.eps).sqrt()
+            r = ((var + self.eps).sqrt() / sigma).clamp(1 / self.rmax, self.rmax)
+            d = ((mean - self.running_mean) / sigma).clamp(-self.dmax, self.dmax)
+            self.num_batches_tracked += 1
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight * r,
+                            self.bias + self.weight * d, True, self.momentum, self.eps)
+
+
+PEERS = {"fused": FusedPeer, "ghost": GhostPeer, "renorm": RenormPeer}
+
+
+def parse_opts(text):
+    """"k=v,k=v" (or "-") from the manifest: a dict of numbers."""
+    if text == "-":
+        return {}
+    return {k: float(v) for k, v in (kv.split("=") for kv in text.split(","))}
+
+
+def make_module(module, c, weight, bias, peer="-", opts=None):
+    m = PEERS[peer](c, **(opts or {})) if peer != "-" else getattr(torch.nn, module)(c)
     with torch.no_grad():
         m.weight.copy_(weight)
         m.bias.copy_(bias)
@@ -73,18 +137,26 @@ def block(step, p):
     return out
 
 
-def check(key, module, fmt, ref, emit):
+def call(m, x, a):
+    """m(x), or m(x, a) for a case with an addend."""
+    return m(x) if a is None else m(x, a)
+
+
+def check(key, module, fmt, peer, opts, ref, emit):
     """One fresh train forward+backward and an eval forward, compared with lunet's."""
     x = to_format(ref["x"], fmt).requires_grad_(True)
+    a = to_format(ref["a"], fmt).requires_grad_(True) if "a" in ref else None
     dy = to_format(ref["dy"], fmt)
-    m = make_module(module, x.shape[1], ref["weight"], ref["bias"])
-    y = m(x)
+    m = make_module(module, x.shape[1], ref["weight"], ref["bias"], peer, opts)
+    y = call(m, x, a)
     y.backward(dy)
     m.eval()
     with torch.no_grad():
-        y_eval = m(ref["x"])
+        y_eval = call(m, ref["x"], ref.get("a"))
     got = {"y": y.detach(), "dx": x.grad, "dweight": m.weight.grad, "dbias": m.bias.grad,
            "running_mean": m.running_mean, "running_var": m.running_var, "y_eval": y_eval}
+    if a is not None:
+        got["da"] = a.grad
     for name, t in got.items():
         want = ref[name]
         if t.shape != want.shape:
@@ -95,32 +167,39 @@ def check(key, module, fmt, ref, emit):
         emit("check", key, name, 1 if diff <= TOL * scale else 0, f"{diff / scale:.3g}")
 
 
-def case_steps(module, fmt, ref):
+def case_steps(module, fmt, peer, opts, ref):
     """The step of each measure and the copy, as bench_lunet.lua's: outputs
     are freed after the clock stops, gradients reset to None before it
     starts."""
     x = to_format(ref["x"], fmt)
     xg = x.detach().clone().requires_grad_(True)
+    a = to_format(ref["a"], fmt) if "a" in ref else None
+    ag = a.detach().clone().requires_grad_(True) if a is not None else None
     dy = to_format(ref["dy"], fmt)
-    m = make_module(module, x.shape[1], ref["weight"], ref["bias"])
+    m = make_module(module, x.shape[1], ref["weight"], ref["bias"], peer, opts)
     dst = torch.empty_like(x)
     clock = time.perf_counter
 
     def forward():
         t0 = clock()
-        y = m(x)  # noqa: F841 -- freed on return
+        y = call(m, x, a)  # noqa: F841 -- freed on return
         return clock() - t0
 
-    def train_fwd_bwd():
+    def reset():
         xg.grad = m.weight.grad = m.bias.grad = None
+        if ag is not None:
+            ag.grad = None
+
+    def train_fwd_bwd():
+        reset()
         t0 = clock()
-        y = m(xg)
+        y = call(m, xg, ag)
         y.backward(dy)
         return clock() - t0
 
     def train_bwd():
-        xg.grad = m.weight.grad = m.bias.grad = None
-        y = m(xg)
+        reset()
+        y = call(m, xg, ag)
         t0 = clock()
         y.backward(dy)
         return clock() - t0
@@ -172,7 +251,9 @@ def main():
             elif t[0] == "measures":
                 measures = t[1].split(",")
             elif t[0] == "case":
-                cases.append((t[1], t[2], t[3], t[5]))
+                peer = t[6] if len(t) > 6 else "-"
+                opts = parse_opts(t[7] if len(t) > 7 else "-")
+                cases.append((t[1], t[2], t[3], t[5], peer, opts))
             elif t[0] == "overhead":
                 overhead = (t[1], t[2], [int(s) for s in t[4].split(",")])
 
@@ -191,9 +272,9 @@ def main():
         emit("meta", "threads", torch.get_num_threads())
         emit("meta", "torch", torch.__version__)
         refs = {}
-        for key, module, fmt, path in cases:
+        for key, module, fmt, path, peer, opts in cases:
             refs[key] = load_safetensors(path)
-            check(key, module, fmt, refs[key], emit)
+            check(key, module, fmt, peer, opts, refs[key], emit)
         send("ready")
 
         # Each block of this side follows lunet's block of the same measure.
@@ -212,8 +293,8 @@ def main():
                 time.sleep(SETTLE)
                 send("done")
 
-        for key, module, fmt, _ in cases:
-            m, copy, steps = case_steps(module, fmt, refs.pop(key))
+        for key, module, fmt, _, peer, opts in cases:
+            m, copy, steps = case_steps(module, fmt, peer, opts, refs.pop(key))
             for name in measures:
                 m.train(name != "eval_fwd")
                 measure(key, name, steps[name], copy)
