@@ -245,18 +245,17 @@ ln_status ln_bn_cpu_fused_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_
   return bn_map(dt, g, BN_X | BN_RELU | (add ? BN_ADD : 0), &op, mean, NULL, a, b);
 }
 
-ln_status ln_bn_cpu_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
-                             const ln_bn_view *dy, const ln_bn_mask *mask,
-                             const ln_bn_view *dx, const ln_bn_view *dz_out,
-                             const double *mean, const double *invstd, const double *w,
-                             bool training, double *sum_dy, double *sum_dyx) {
-  ln_status st = LN_OK;
-  if (sum_dy) st = bn_grad_sums(dt, g, x, dy, mask, mean, sum_dy, sum_dyx);
-  if (st != LN_OK || (!dx && !dz_out)) return st;
+/* The backward's map (see ln_bn_cpu_backward), the sums being over M
+** values per channel. */
+static ln_status bn_backward_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                                 const ln_bn_view *dy, const ln_bn_mask *mask,
+                                 const ln_bn_view *dx, const ln_bn_view *dz_out,
+                                 const double *mean, const double *invstd, const double *w,
+                                 bool training, const double *sum_dy, const double *sum_dyx,
+                                 double M) {
   int64_t C = g->C;
   double *a = malloc(sizeof(double) * (size_t)(3 * C + 1)), *b = a + C, *d = b + C;
   if (!a) return bn_nomem();
-  double M = (double)(g->outer * g->inner);
   for (int64_t c = 0; c < C; c++) {  /* dx = dz * a + (x - mean) * b + d */
     a[c] = dx ? w[c] * invstd[c] : 1;   /* without dx, dz alone goes out */
     b[c] = training && dx ? -a[c] * invstd[c] * invstd[c] * sum_dyx[c] / M : 0;
@@ -264,6 +263,7 @@ ln_status ln_bn_cpu_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view 
   }
   bn_operands op = { .x = x, .dy = dy, .o = dx ? dx : dz_out, .mask = mask };
   unsigned mode = training && dx ? BN_X | BN_DY : BN_DY;
+  ln_status st;
   if (mask) {
     mode |= BN_MASKED;
     if (dx && dz_out) {
@@ -280,6 +280,26 @@ ln_status ln_bn_cpu_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view 
   }
   free(a);
   return st;
+}
+
+ln_status ln_bn_cpu_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                             const ln_bn_view *dy, const ln_bn_mask *mask,
+                             const ln_bn_view *dx, const ln_bn_view *dz_out,
+                             const double *mean, const double *invstd, const double *w,
+                             bool training, double *sum_dy, double *sum_dyx) {
+  ln_status st = LN_OK;
+  if (sum_dy) st = bn_grad_sums(dt, g, x, dy, mask, mean, sum_dy, sum_dyx);
+  if (st != LN_OK || (!dx && !dz_out)) return st;
+  return bn_backward_map(dt, g, x, dy, mask, dx, dz_out, mean, invstd, w, training, sum_dy,
+                         sum_dyx, (double)(g->outer * g->inner));
+}
+
+ln_status ln_bn_cpu_train_dx(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                             const ln_bn_view *dy, const ln_bn_view *dx, const double *mean,
+                             const double *invstd, const double *w, const double *sum_dy,
+                             const double *sum_dyx, double count) {
+  return bn_backward_map(dt, g, x, dy, NULL, dx, NULL, mean, invstd, w, true, sum_dy, sum_dyx,
+                         count);
 }
 
 ln_status ln_bn_cpu_train_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,

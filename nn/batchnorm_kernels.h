@@ -118,6 +118,15 @@ ln_status ln_bn_cpu_train_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn
                                    const double *mean, const double *invstd,
                                    const double *w, double *sum_dy, double *sum_dyx);
 
+/* The training backward's map alone, for sums made elsewhere over `count`
+** values per channel (SyncBatchNorm: the group's sums and global count):
+**   dx = w*invstd * (dy - sum_dy/count - (x - mean) * invstd^2 * sum_dyx/count),
+** one pass, as the map of ln_bn_cpu_train_backward. */
+ln_status ln_bn_cpu_train_dx(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
+                             const ln_bn_view *dy, const ln_bn_view *dx, const double *mean,
+                             const double *invstd, const double *w, const double *sum_dy,
+                             const double *sum_dyx, double count);
+
 /* FusedBatchNorm2d's forward map: y = relu((x - mean[c]) * a[c] + b[c]
 ** (+ add)), NaN kept (relu(NaN) = NaN), and the mask bits, which must be
 ** zero on entry (bits on the edges of a thread's range are or-ed in).

@@ -309,13 +309,48 @@ static void test_ghost_blocks(void) {
   CHECK(ln_tensor_live_count() == live);
 }
 
-/* ---- threads ---- */
-
+/* Equal bytes (dense tensors of the same layout). */
 static bool same_bits(const ln_tensor *a, const ln_tensor *b) {
   return a && b && ln_tensor_numel(a) == ln_tensor_numel(b) &&
          !memcmp(ln_tensor_data(a), ln_tensor_data(b),
                  (size_t)ln_tensor_numel(a) * ln_dtype_size(ln_tensor_dtype(a)));
 }
+
+/* ---- the backward's map with sums made elsewhere ---- */
+
+/* ln_bn_cpu_train_dx with the sums of ln_bn_cpu_grad_sums and M as the
+** count is ln_bn_cpu_train_backward to the bit (NCHW and channels-last). */
+static void test_train_dx(void) {
+  const int64_t sizes[] = { 3, 5, 6, 7 };
+  for (int L = 0; L < 2; L++) {
+    ln_tensor *x = make(sizes, 4, LN_F32, L ? L_CL : L_CONTIG);
+    ln_tensor *dy = make(sizes, 4, LN_F32, L ? L_CL : L_CONTIG);
+    fill_uniform(x, -1, 2);
+    fill_uniform(dy, -1, 1);
+    ln_bn_plan p;
+    ln_bn_view xv, gv, av, bv;
+    ln_bn_plan_for(x, &p);
+    ln_tensor *a = ln_bn_empty(&p, x, LN_F32), *b = ln_bn_empty(&p, x, LN_F32);
+    ln_bn_view_for(&p, x, &xv);
+    ln_bn_view_for(&p, dy, &gv);
+    ln_bn_view_for(&p, a, &av);
+    ln_bn_view_for(&p, b, &bv);
+    double mean[5], var[5], is[5], w[5] = { 1, 2, 0.5, -1, 3 }, s1[5], s2[5], t1[5], t2[5];
+    CHECK_OK(ln_bn_cpu_stats(LN_F32, &p.g, &xv, mean, var));
+    for (int c = 0; c < 5; c++) is[c] = 1 / sqrt(var[c] + EPS);
+    CHECK_OK(ln_bn_cpu_train_backward(LN_F32, &p.g, &xv, &gv, &av, mean, is, w, s1, s2));
+    CHECK_OK(ln_bn_cpu_grad_sums(LN_F32, &p.g, &xv, &gv, mean, t1, t2));
+    CHECK_OK(ln_bn_cpu_train_dx(LN_F32, &p.g, &xv, &gv, &bv, mean, is, w, t1, t2,
+                                (double)(3 * 6 * 7)));
+    CHECK(same_bits(a, b));
+    ln_tensor_release(a);
+    ln_tensor_release(b);
+    ln_tensor_release(x);
+    ln_tensor_release(dy);
+  }
+}
+
+/* ---- threads ---- */
 
 /* A fused training step with ghost blocks: y, dx, daddend, dweight, dbias. */
 static void fused_step(const int64_t *sizes, layout L, int threads, ln_tensor **out) {
@@ -483,6 +518,7 @@ int main(void) {
     test_mask_layout();
   }
   test_ghost_blocks();
+  test_train_dx();
   test_threads();
   test_empty();
   test_errors();
