@@ -8,13 +8,8 @@ local lunet = require("lunet")
 local nn = require("lunet.nn")
 
 local helpers = require("tests.spec.helpers")
-local err, f64 = helpers.err, helpers.f64
-
-local function fixture(name)
-  local t, meta = lunet.load("tests/fixtures/batchnorm_variants/" .. name .. ".safetensors")
-  assert(t, meta)
-  return t, meta
-end
+local err, f64, max_diff = helpers.err, helpers.f64, helpers.max_diff
+local fixture = helpers.fixtures("tests/fixtures/batchnorm_variants/")
 
 -- "k=v k=v" -> table (numbers, booleans, strings).
 local function parse(s)
@@ -34,12 +29,8 @@ local TOL = {
   bfloat16 = { rtol = 2e-2, atol = 3e-2 },
 }
 
-local function max_diff(a, b)
-  if a:numel() == 0 then return 0 end
-  return (a:double() - b:double()):abs():max():item()
-end
-
--- NaN must be where the reference has NaN, and the rest close.
+-- NaN must be where the reference has NaN, and the rest close (helpers'
+-- assert_close has no equal_nan).
 local function assert_close(expected, got, tol, what)
   assert.are.same(expected:size(), got:size(), what .. ": sizes")
   assert.are.equal(expected.dtype, got.dtype, what .. ": dtype")
