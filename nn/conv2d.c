@@ -355,11 +355,7 @@ ln_module *ln_conv2d_new(int64_t in_channels, int64_t out_channels,
     { "padding_mode", { .kind = LN_ATTR_STRING, .u.s = "zeros" } },
   };
   ln_status st = ln_layer_set_attrs(m, attrs, 4);
-  if (st == LN_OK) st = ln_layer_add_param(m, "weight", ws, 4, dtype, device);
-  if (st == LN_OK)
-    st = bias ? ln_layer_add_param(m, "bias", &out_channels, 1, dtype, device)
-              : ln_module_register_parameter(m, "bias", NULL);
-  if (st == LN_OK) st = ln_layer_reset_parameters(m);
+  if (st == LN_OK) st = ln_layer_add_weight_bias(m, ws, 4, bias, dtype, device);
   if (st != LN_OK) {
     ln_module_release(m);
     return NULL;

@@ -92,8 +92,9 @@ ln_tensor *ln_layer_via_float32(ln_tensor *x, ln_layer_op_fn op, void *ud) {
 
 /* ---- modules ---- */
 
-ln_status ln_layer_add_param(ln_module *m, const char *name, const int64_t *sizes,
-                             int ndim, ln_dtype dtype, ln_device dev) {
+/* A parameter of `sizes` (contents unspecified) registered under name. */
+static ln_status add_param(ln_module *m, const char *name, const int64_t *sizes,
+                           int ndim, ln_dtype dtype, ln_device dev) {
   ln_tensor *t = ln_empty(sizes, ndim, dtype, dev);
   if (!t) return ln_last_status();
   ln_tensor_set_parameter(t, true);
@@ -101,6 +102,15 @@ ln_status ln_layer_add_param(ln_module *m, const char *name, const int64_t *size
   if (st == LN_OK) st = ln_module_register_parameter(m, name, t);
   ln_tensor_release(t);
   return st;
+}
+
+ln_status ln_layer_add_weight_bias(ln_module *m, const int64_t *sizes, int ndim,
+                                   bool bias, ln_dtype dtype, ln_device dev) {
+  ln_status st = add_param(m, "weight", sizes, ndim, dtype, dev);
+  if (st == LN_OK)
+    st = bias ? add_param(m, "bias", sizes, 1, dtype, dev)
+              : ln_module_register_parameter(m, "bias", NULL);
+  return st == LN_OK ? ln_layer_reset_parameters(m) : st;
 }
 
 ln_status ln_layer_check_inputs(ln_module *m, ln_tensor *const *inputs, int n, int want) {

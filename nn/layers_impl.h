@@ -43,9 +43,10 @@ typedef ln_tensor *(*ln_layer_op_fn)(ln_tensor *x, void *ud);
 ln_tensor *ln_layer_via_float32(ln_tensor *x, ln_layer_op_fn op, void *ud);
 
 /* ---- modules ---- */
-/* A parameter of `sizes` (contents unspecified) registered under name. */
-ln_status ln_layer_add_param(ln_module *m, const char *name, const int64_t *sizes,
-                             int ndim, ln_dtype dtype, ln_device dev);
+/* Linear's and Conv2d's parameters: "weight" of `sizes`, "bias" of
+** sizes[0] (a nil slot without bias), then PyTorch's initialisation. */
+ln_status ln_layer_add_weight_bias(ln_module *m, const int64_t *sizes, int ndim,
+                                   bool bias, ln_dtype dtype, ln_device dev);
 /* Check one input for a module's forward ("Linear.forward expects 1 input, got 2"). */
 ln_status ln_layer_check_inputs(ln_module *m, ln_tensor *const *inputs, int n, int want);
 /* The attribute name as a bool/int/number/string, with a message naming the

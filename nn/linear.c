@@ -92,11 +92,7 @@ ln_module *ln_linear_new(int64_t in_features, int64_t out_features, bool bias,
   };
   int64_t ws[2] = { out_features, in_features };
   ln_status st = ln_layer_set_attrs(m, attrs, 2);
-  if (st == LN_OK) st = ln_layer_add_param(m, "weight", ws, 2, dtype, device);
-  if (st == LN_OK)
-    st = bias ? ln_layer_add_param(m, "bias", &out_features, 1, dtype, device)
-              : ln_module_register_parameter(m, "bias", NULL);
-  if (st == LN_OK) st = ln_layer_reset_parameters(m);
+  if (st == LN_OK) st = ln_layer_add_weight_bias(m, ws, 2, bias, dtype, device);
   if (st != LN_OK) {
     ln_module_release(m);
     return NULL;
