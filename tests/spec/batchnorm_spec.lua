@@ -15,25 +15,7 @@ local assert_close, case_names, max_diff = helpers.assert_close, helpers.case_na
 
 local fixture = helpers.fixtures("tests/fixtures/batchnorm/")
 
--- "k=v k=v" -> table (numbers, booleans, "none" for momentum=None).
-local function parse(s)
-  local c = {}
-  for k, v in s:gmatch("([%w_]+)=(%S+)") do
-    if v == "true" or v == "false" then c[k] = v == "true"
-    else c[k] = tonumber(v) or v end
-  end
-  return c
-end
-
--- Tolerances per dtype, for outputs and gradients of magnitude ~1 to 5.
--- float16/bfloat16 are stored as such and computed in float32: the
--- differences are a rounding of the stored result.
-local TOL = {
-  float64 = { rtol = 1e-10, atol = 1e-10 },
-  float32 = { rtol = 1e-4, atol = 2e-5 },
-  float16 = { rtol = 4e-3, atol = 4e-3 },
-  bfloat16 = { rtol = 2e-2, atol = 3e-2 },
-}
+local parse, TOL = helpers.parse_case, helpers.bn_tol
 
 local function options_of(c)
   return { eps = c.eps, momentum = c.momentum ~= "none" and c.momentum,

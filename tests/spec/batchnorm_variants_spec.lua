@@ -11,23 +11,7 @@ local helpers = require("tests.spec.helpers")
 local err, f64, max_diff = helpers.err, helpers.f64, helpers.max_diff
 local fixture = helpers.fixtures("tests/fixtures/batchnorm_variants/")
 
--- "k=v k=v" -> table (numbers, booleans, strings).
-local function parse(s)
-  local c = {}
-  for k, v in s:gmatch("([%w_]+)=(%S+)") do
-    if v == "true" or v == "false" then c[k] = v == "true"
-    else c[k] = tonumber(v) or v end
-  end
-  return c
-end
-
--- As batchnorm_spec.lua's: a rounding of the stored result for 16-bit types.
-local TOL = {
-  float64 = { rtol = 1e-10, atol = 1e-10 },
-  float32 = { rtol = 1e-4, atol = 2e-5 },
-  float16 = { rtol = 4e-3, atol = 4e-3 },
-  bfloat16 = { rtol = 2e-2, atol = 3e-2 },
-}
+local parse, TOL = helpers.parse_case, helpers.bn_tol
 
 -- NaN must be where the reference has NaN, and the rest close (helpers'
 -- assert_close has no equal_nan).

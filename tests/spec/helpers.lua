@@ -78,4 +78,27 @@ function M.keys_of(sd)
   return ks
 end
 
+-- A fixture case's options: "k=v k=a,b" -> table (numbers, booleans,
+-- {a, b} pairs of integers, other values as strings).
+function M.parse_case(s)
+  local c = {}
+  for k, v in s:gmatch("([%w_]+)=(%S+)") do
+    local a, b = v:match("^(%-?%d+),(%-?%d+)$")
+    if a then c[k] = { tonumber(a), tonumber(b) }
+    elseif v == "true" or v == "false" then c[k] = v == "true"
+    else c[k] = tonumber(v) or v end
+  end
+  return c
+end
+
+-- Tolerances per dtype of the BatchNorm family's fixtures, for outputs and
+-- gradients of magnitude ~1 to 5. float16/bfloat16 are stored as such and
+-- computed in float32: the differences are a rounding of the stored result.
+M.bn_tol = {
+  float64 = { rtol = 1e-10, atol = 1e-10 },
+  float32 = { rtol = 1e-4, atol = 2e-5 },
+  float16 = { rtol = 4e-3, atol = 4e-3 },
+  bfloat16 = { rtol = 2e-2, atol = 3e-2 },
+}
+
 return M

@@ -17,17 +17,7 @@ local assert_close, case_names, max_diff = helpers.assert_close, helpers.case_na
 
 local fixture = helpers.fixtures("tests/fixtures/layers/")
 
--- "k=v k=a,b" -> table (numbers, booleans, {a, b} pairs, strings).
-local function parse(s)
-  local c = {}
-  for k, v in s:gmatch("([%w_]+)=(%S+)") do
-    local a, b = v:match("^(%-?%d+),(%-?%d+)$")
-    if a then c[k] = { tonumber(a), tonumber(b) }
-    elseif v == "true" or v == "false" then c[k] = v == "true"
-    else c[k] = tonumber(v) or v end
-  end
-  return c
-end
+local parse = helpers.parse_case
 
 local TOL = {
   float64 = { rtol = 1e-10, atol = 1e-10 },
