@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "device.h"
+#include "device_kernels.h"
 
 #ifdef LN_HAVE_CUDA
 #include "cuda/cuda.h"
@@ -22,6 +23,11 @@ void ln_backend_register(ln_device_type type, const ln_backend *b) {
 
 const ln_backend *ln_backend_get(ln_device_type type) {
   return (type >= 0 && type < LN_DEVICE_TYPE_COUNT) ? backends[type] : NULL;
+}
+
+const ln_device_kernels *ln_device_kernels_get(ln_device dev) {
+  const ln_backend *b = ln_backend_get(dev.type);
+  return b ? b->kernels : NULL;
 }
 
 ln_status ln_device_check(ln_device dev) {

@@ -45,6 +45,9 @@ typedef struct ln_backend {
   bool (*supports)(ln_backend_op op, ln_dtype dtype);
   /* Give cached free blocks back to the system; NULL when nothing is cached. */
   void (*empty_cache)(void);
+  /* Kernels for core's generic ops (core/device_kernels.h); NULL for the
+  ** CPU, whose kernels core calls directly. */
+  const struct ln_device_kernels *kernels;
 } ln_backend;
 
 /* Register `b` for a device type (replaces any previous one). */
