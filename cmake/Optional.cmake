@@ -80,3 +80,30 @@ macro(lunet_find_nccl)
   endif()
   lunet_resolve(NCCL ${_found} "${_why}")
 endmacro()
+
+# cuDNN (the alternative BatchNorm path, lunet.backends.cudnn) comes with
+# the CUDA toolkit here; CUDNN_HOME points elsewhere. Version 9 or newer.
+macro(lunet_find_cudnn)
+  set(_found OFF)
+  set(_why "no CUDA backend")
+  if(NOT LUNET_CUDNN STREQUAL "OFF" AND LUNET_HAVE_CUDA)
+    set(_why "no cudnn.h and libcudnn found")
+    find_path(CUDNN_INCLUDE_DIR cudnn_version.h
+              HINTS $ENV{CUDNN_HOME}/include ${CUDAToolkit_INCLUDE_DIRS})
+    find_library(CUDNN_LIBRARY cudnn
+                 HINTS $ENV{CUDNN_HOME}/lib $ENV{CUDNN_HOME}/lib64 ${CUDAToolkit_LIBRARY_DIR})
+    if(CUDNN_INCLUDE_DIR AND CUDNN_LIBRARY)
+      file(STRINGS ${CUDNN_INCLUDE_DIR}/cudnn_version.h _cudnn_defs
+           REGEX "^#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) +[0-9]+")
+      string(REGEX REPLACE ".*CUDNN_MAJOR +([0-9]+).*CUDNN_MINOR +([0-9]+).*CUDNN_PATCHLEVEL +([0-9]+).*"
+             "\\1.\\2.\\3" _cudnn_version "${_cudnn_defs}")
+      if(_cudnn_version VERSION_LESS 9.0)
+        set(_why "cuDNN ${_cudnn_version} is older than 9")
+      else()
+        set(_found ON)
+        set(_why "cuDNN ${_cudnn_version}")
+      endif()
+    endif()
+  endif()
+  lunet_resolve(CUDNN ${_found} "${_why}")
+endmacro()
