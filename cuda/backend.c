@@ -1,8 +1,9 @@
 /*
 ** backend.c -- the "cuda" backend table: device memory through the CUDA
-** runtime, copies between host and device, and fill. Kernels for ops come
-** later; `supports` says so. Without a GPU or a driver the device count is
-** 0, and core refuses CUDA devices before any of the rest is called.
+** runtime, copies between host and device, fill, and the kernel table the
+** kernel families fill (cuda/kernels.h). Without a GPU or a driver the
+** device count is 0, and core refuses CUDA devices before any of the rest
+** is called.
 */
 #include <pthread.h>
 
@@ -11,15 +12,9 @@
 #include "core/device.h"
 #include "cuda/cuda.h"
 #include "cuda/kernels.h"
+#include "cuda/runtime.h"
 
-/* A failed CUDA call as LN_EDEVICE with CUDA's own message. Non-sticky
-** errors are cleared so that the next call starts clean. */
-static ln_status check(cudaError_t err, const char *what) {
-  if (err == cudaSuccess) return LN_OK;
-  cudaGetLastError();
-  return ln_error(LN_EDEVICE, "CUDA error during %s: %s", what,
-                  cudaGetErrorString(err));
-}
+#define check ln_cuda_check
 
 static int device_count_value;
 static pthread_once_t device_count_once = PTHREAD_ONCE_INIT;
@@ -57,35 +52,45 @@ static void cuda_free(int index, void *ptr, size_t nbytes) {
     cudaGetLastError();
 }
 
-/* Host<->device and device<->device copies; synchronous, so the host side
-** may be reused or read as soon as this returns. */
+/* Host<->device and device<->device copies, in order on the devices'
+** streams. A copy involving the host waits for it, so the host side may be
+** reused or read as soon as this returns; a copy between devices first
+** waits for the source's work. */
 static ln_status cuda_copy(void *dst, ln_device dst_dev, const void *src,
                            ln_device src_dev, size_t nbytes) {
   if (nbytes == 0) return LN_OK;
   bool to_gpu = dst_dev.type == LN_CUDA, from_gpu = src_dev.type == LN_CUDA;
-  if (to_gpu && from_gpu && dst_dev.index != src_dev.index)
-    return check(cudaMemcpyPeer(dst, dst_dev.index, src, src_dev.index, nbytes),
+  if (to_gpu && from_gpu && dst_dev.index != src_dev.index) {
+    ln_status st = ln_cuda_synchronize(src_dev.index);
+    cudaStream_t s = st == LN_OK ? ln_cuda_stream(dst_dev.index) : NULL;
+    if (!s) return ln_last_status();
+    return check(cudaMemcpyPeerAsync(dst, dst_dev.index, src, src_dev.index, nbytes, s),
                  "a copy between devices");
+  }
   enum cudaMemcpyKind kind =
     to_gpu ? (from_gpu ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
            : (from_gpu ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
-  ln_status st = check(cudaSetDevice(to_gpu ? dst_dev.index : src_dev.index),
-                       "a copy");
-  if (st != LN_OK) return st;
-  return check(cudaMemcpy(dst, src, nbytes, kind), "a copy");
+  int index = to_gpu ? dst_dev.index : src_dev.index;
+  cudaStream_t s = ln_cuda_stream(index);
+  if (!s) return ln_last_status();
+  ln_status st = check(cudaMemcpyAsync(dst, src, nbytes, kind, s), "a copy");
+  if (st == LN_OK && !(to_gpu && from_gpu)) st = check(cudaStreamSynchronize(s), "a copy");
+  return st;
 }
 
 static ln_status cuda_fill(int index, void *ptr, size_t n, size_t elem_size,
                            const void *elem) {
-  ln_status st = check(cudaSetDevice(index), "fill");
-  if (st != LN_OK) return st;
-  return check(ln_cuda_fill_bits(ptr, n, elem_size, elem), "fill");
+  cudaStream_t s = ln_cuda_stream(index);
+  if (!s) return ln_last_status();
+  return check(ln_cuda_fill_bits(s, ptr, n, elem_size, elem), "fill");
 }
 
 static bool cuda_supports(ln_backend_op op, ln_dtype dtype) {
   (void)dtype;
   return op == LN_OP_FILL;
 }
+
+static ln_device_kernels cuda_kernels;
 
 static const ln_backend cuda_backend = {
   .name = "cuda",
@@ -95,8 +100,13 @@ static const ln_backend cuda_backend = {
   .copy = cuda_copy,
   .fill = cuda_fill,
   .supports = cuda_supports,
+  .kernels = &cuda_kernels,
 };
 
 void ln_cuda_register(void) {
+  ln_cuda_install_elementwise(&cuda_kernels);
+  ln_cuda_install_reduce(&cuda_kernels);
+  ln_cuda_install_blas(&cuda_kernels);
+  ln_cuda_install_random(&cuda_kernels);
   ln_backend_register(LN_CUDA, &cuda_backend);
 }

@@ -1,7 +1,9 @@
 /*
-** kernels.h -- launchers of the CUDA kernels, callable from C. Each
-** launches on the current device's default stream and returns the launch
-** status; the backend turns a failure into an ln_status and a message.
+** kernels.h -- the CUDA kernel families, callable from C. Each family
+** fills its entries of the backend's kernel table (core/device_kernels.h);
+** launchers return the launch status, which the caller turns into an
+** ln_status with ln_cuda_check. Everything runs on the device's stream
+** (cuda/runtime.h).
 */
 #ifndef LN_CUDA_KERNELS_H
 #define LN_CUDA_KERNELS_H
@@ -13,11 +15,18 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#include "core/device_kernels.h"
+
+void ln_cuda_install_elementwise(ln_device_kernels *k); /* elementwise.cu */
+void ln_cuda_install_reduce(ln_device_kernels *k);      /* reduce.cu */
+void ln_cuda_install_blas(ln_device_kernels *k);        /* blas.c (cuBLAS) */
+void ln_cuda_install_random(ln_device_kernels *k);      /* random.cu */
 
 /* Set n contiguous elements of elem_size bytes (1, 2, 4 or 8; ptr aligned
 ** to it) to the bit pattern at elem (host memory). cudaErrorInvalidValue
 ** for other sizes. */
-cudaError_t ln_cuda_fill_bits(void *ptr, size_t n, size_t elem_size, const void *elem);
+cudaError_t ln_cuda_fill_bits(cudaStream_t stream, void *ptr, size_t n, size_t elem_size,
+                              const void *elem);
 
 #ifdef __cplusplus
 }
