@@ -117,10 +117,11 @@ static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x
   int64_t np = t.pt.units_b * g->C;
   bool par = bn_parallel(g);
   int nt = par ? omp_get_max_threads() : 1;
-  double *space = bn_space_get((size_t)(3 * g->C * nt + 2 * np + t.pt.units_b));
+  int64_t scratch = bn_scratch_stride(g->C) * nt;
+  double *space = bn_space_get((size_t)(scratch + 2 * np + t.pt.units_b));
   if (!space) return bn_nomem();
   t.scratch = space;
-  t.out.n = space + 3 * g->C * nt;
+  t.out.n = space + scratch;
   t.out.a = t.out.n + t.pt.units_b;
   t.out.b = t.out.a + np;
   bn_run(par, t.pt.units_b * t.pt.units_c, bn_kernels_for(dt)->reduce, &t);

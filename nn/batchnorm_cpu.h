@@ -71,7 +71,7 @@ typedef struct bn_task {
   const double *kvec;            /* reductions over dy: per-channel shifts */
   bn_partials out;               /* reductions: the partials */
   bn_coef cf;                    /* maps: the coefficients */
-  void *scratch;                 /* reductions: 3*C ACC per thread;
+  void *scratch;                 /* reductions: bn_scratch_stride ACC per thread;
                                  ** rows maps: prepare_rows' coefficients */
   int64_t per;                   /* rows maps: rows per chunk */
 } bn_task;
@@ -84,6 +84,13 @@ typedef struct bn_kernels {
   bn_range_fn reduce, map_plane, map_rows;
   void (*prepare_rows)(const bn_task *t);
 } bn_kernels;
+
+/* A reduction thread's scratch (k, s1, s2: 3*C ACC) and a gap of 64
+** bytes or more: the rows kernels store s1 and s2 every few rows, and a
+** cache line shared with the next thread's k made the two threads take
+** turns owning it (two threads ran the channels-last statistics no faster
+** than one). */
+static inline int64_t bn_scratch_stride(int64_t C) { return 3 * C + 16; }
 
 /* Pieces per run of a plane map (each at most BN_MAP_CHUNK values). */
 static inline int64_t bn_plane_pieces(const ln_bn_geom *g) {
