@@ -58,12 +58,21 @@ typedef enum ln_reduce_kind {
 /* binary's op beyond ln_binary_op: out = a + alpha * b. */
 #define LN_BINARY_AXPY LN_BINARY_COUNT
 
+/* The selects of pow's, maximum's and minimum's backward: operand 0 =
+** f(g, a, b) of operands 1..3 (the gradient and the inputs), as
+** core/ops_binary.c's CPU kernels compute it. */
+typedef enum ln_grad_select {
+  LN_GRAD_POW_A, LN_GRAD_POW_B, LN_GRAD_MAX_A, LN_GRAD_MAX_B, LN_GRAD_MIN_A, LN_GRAD_MIN_B,
+  LN_GRAD_SELECT_COUNT
+} ln_grad_select;
+
 typedef struct ln_device_kernels {
   /* ---- elementwise (operands converted on load to `compute`, the
   ** ln_kernel_dtype of the result, and on store to operand 0's dtype) ---- */
   ln_status (*unary)(ln_unary_op op, ln_dtype compute, const ln_ew_desc *d);
   ln_status (*binary)(int op, double alpha, ln_dtype compute, const ln_ew_desc *d);
   ln_status (*compare)(ln_compare_op op, ln_dtype compute, const ln_ew_desc *d);
+  ln_status (*grad_select)(ln_grad_select kind, ln_dtype compute, const ln_ew_desc *d);
   /* operand 0 = operand 1, converted between their dtypes (PyTorch's
   ** casts: float -> int truncates, nonzero -> bool is true). */
   ln_status (*convert)(const ln_ew_desc *d);
