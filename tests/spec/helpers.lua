@@ -101,4 +101,62 @@ M.bn_tol = {
   bfloat16 = { rtol = 2e-2, atol = 3e-2 },
 }
 
+-- ---- CUDA specs ----
+
+-- The device the CUDA specs run on: "cuda", or "cpu" when the environment
+-- has LUNET_SPEC_DEVICE=cpu: the CPU then stands in for the device, which
+-- checks the specs themselves (CPU against CPU) where there is no GPU.
+M.stand_in = os.getenv("LUNET_SPEC_DEVICE") == "cpu"
+M.dev = M.stand_in and "cpu" or "cuda"
+M.dev_name = M.stand_in and "cpu" or "cuda:0"   -- x.device of a tensor there
+M.has_cuda = lunet.cuda.is_available()
+
+-- The `it` of a CUDA spec: busted's it(name, fn) when the specs' device is
+-- there; otherwise the test is registered as pending (busted's pending,
+-- never counted as passed) with "skipped: no CUDA device" in its name.
+-- With real_only, the stand-in CPU does not count (tests of lunet.cuda and
+-- of moves between devices). Specs pass their own busted functions:
+--   local cuda_it = helpers.cuda_it(it, pending)
+function M.cuda_it(it, pending, real_only)
+  local runs = M.has_cuda or (M.stand_in and not real_only)
+  return function(name, fn)   -- tail calls: busted reports the spec's line
+    if runs then return it(name, fn) end
+    return pending(name .. " -- skipped: no CUDA device")
+  end
+end
+
+-- One visible line when a CUDA spec file is loaded on a machine without a
+-- device (busted lists its tests as pending at the end).
+function M.note_no_cuda(file)
+  if not M.has_cuda then
+    io.stdout:write(("%s: skipped: no CUDA device (its tests are pending%s)\n")
+                    :format(file, M.stand_in and "; the CPU stands in where it can" or ""))
+    io.stdout:flush()
+  end
+end
+
+-- got, computed on the specs' device, agrees with want, the same
+-- computation's result on the CPU: it lives on the device and is close
+-- (tol) after the copy back, NaN where want has NaN.
+function M.assert_agree(want, got, tol, what)
+  assert(got, what .. ": missing")
+  assert.are.equal(M.dev_name, got.device, what .. ": device")
+  got = got:cpu()
+  assert.are.same(want:size(), got:size(), what .. ": sizes")
+  assert.are.equal(want.dtype, got.dtype, what .. ": dtype")
+  local o = { rtol = tol.rtol, atol = tol.atol, equal_nan = true }
+  assert(got:numel() == 0 or lunet.allclose(got:double(), want:double(), o),
+         ("%s: max abs difference %g"):format(what, M.max_diff(want, got)))
+end
+
+-- The same for results that must match exactly (integers, booleans,
+-- indices, copies): sizes, dtype, device and every element.
+function M.assert_same(want, got, what)
+  assert(got, what .. ": missing")
+  assert.are.equal(M.dev_name, got.device, what .. ": device")
+  assert.are.same(want:size(), got:size(), what .. ": sizes")
+  assert.are.equal(want.dtype, got.dtype, what .. ": dtype")
+  assert.are.same(want:tolist(), got:cpu():tolist(), what .. ": values")
+end
+
 return M
