@@ -78,6 +78,7 @@ void ln_lua_open_view(lua_State *L);
 void ln_lua_open_reduce(lua_State *L);   /* called by ln_lua_open_ops */
 void ln_lua_open_bench(lua_State *L);
 void ln_lua_open_term(lua_State *L);
+void ln_lua_open_backends(lua_State *L);  /* lunet.backends (l_backends.c) */
 
 /* Registration helpers for the ln_lua_open_* functions. */
 void ln_lua_set_funcs(lua_State *L, const luaL_Reg *funcs);

@@ -141,6 +141,7 @@ int luaopen_lunet(lua_State *L) {
   ln_lua_open_index(L);
   ln_lua_open_bench(L);
   ln_lua_open_term(L);
+  ln_lua_open_backends(L);
   ln_lua_open_dist(L);
   ln_lua_open_syncbn(L);
 
