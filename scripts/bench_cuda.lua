@@ -24,6 +24,8 @@ with float32 parameters, "mixed", or parameters of the input's dtype,
 device-to-device copy of the input's bytes.
 ]]
 local lunet = require("lunet")
+local common = dofile(arg[0]:match("^(.-)[^/]*$") .. "bench_common.lua")
+local median = common.median
 
 -- The cases of issue 7. bytes: elements times the element size.
 local CASES = {
@@ -49,31 +51,6 @@ local MEASURES = {
 }
 local TARGET = { ratio = 1.0, roofline = 0.7 }
 
-local function parse(args)
-  local o = { files = {} }
-  local i = 2
-  while i <= #args do
-    local a = args[i]
-    if a == "--quick" then o.quick = true
-    elseif a == "--out" or a == "--dir" or a == "--markdown" then
-      o[a:sub(3)] = assert(args[i + 1], a .. " needs an argument")
-      i = i + 1
-    elseif a:sub(1, 2) == "--" then error("unknown option " .. a)
-    else o.files[#o.files + 1] = a end
-    i = i + 1
-  end
-  return args[1], o
-end
-
-local function median(v)
-  local s = {}
-  for i, x in ipairs(v) do s[i] = x end
-  table.sort(s)
-  local n = #s
-  if n == 0 then return nil end
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
 
 -- Samples of fn: warm-up, then `p.samples` samples of `reps` calls
 -- between two synchronizations, reps chosen so that a sample lasts about
@@ -237,21 +214,7 @@ local function report(o)
         roof and ("%d%%"):format(math.floor(roof * 100 + 0.5)) or "-", ok and "pass" or "MISS" }
     end
   end
-  local widths = {}
-  for _, r in ipairs(rows) do
-    if #r > 1 then for i, v in ipairs(r) do widths[i] = math.max(widths[i] or #header[i], #v) end end
-  end
-  local lines = {}
-  local function plain(r)
-    if #r == 1 then return r[1] end
-    local cells = {}
-    for i, v in ipairs(r) do
-      cells[i] = i == 1 and v .. (" "):rep(widths[i] - #v) or (" "):rep(widths[i] - #v) .. v
-    end
-    return table.concat(cells, "  ")
-  end
-  lines[#lines + 1] = plain(header)
-  for _, r in ipairs(rows) do lines[#lines + 1] = plain(r) end
+  local lines = common.plain_table(header, rows)
   local notes = {
     "",
     "ms: median per call (each sample: synchronize, reps calls, synchronize); lunet: own kernels",
@@ -292,7 +255,7 @@ local function report(o)
   end
 end
 
-local mode, o = parse(arg)
+local mode, o = common.parse(arg, { "--out", "--dir", "--markdown" })
 if mode == "run" then run(o)
 elseif mode == "report" then report(o)
 else

@@ -24,6 +24,8 @@ The thread count comes from the environment (LUNET_NUM_THREADS), which
 scripts/bench sets for both frameworks.
 ]]
 local lunet = require("lunet")
+local common = dofile(arg[0]:match("^(.-)[^/]*$") .. "bench_common.lua")
+local median = common.median
 
 -- The cases of issue 3, then issue 4's variants, float32. A tensor of
 -- `shape` in memory `format`; `opts`: the module's options; `addend`: the
@@ -86,32 +88,10 @@ end
 -- ---- command line ----
 
 local function parse(args)
-  local o = { files = {} }
-  local i = 2
-  while i <= #args do
-    local a = args[i]
-    if a == "--quick" then o.quick = true
-    elseif a == "--out" or a == "--dir" or a == "--markdown" or a == "--blocks" then
-      o[a:sub(3)] = assert(args[i + 1], a .. " needs an argument")
-      i = i + 1
-    elseif a:sub(1, 2) == "--" then error("unknown option " .. a)
-    else o.files[#o.files + 1] = a end
-    i = i + 1
-  end
-  return args[1], o
+  return common.parse(args, { "--out", "--dir", "--markdown", "--blocks" })
 end
 
 -- ---- timing ----
-
-local function median(v)
-  local s = {}
-  for i, x in ipairs(v) do s[i] = x end
-  table.sort(s)
-  local n = #s
-  if n == 0 then return nil end
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
 
 -- One block: run step (which returns the seconds of the part it times)
 -- `warm` times, then collect samples until `budget` seconds have passed
@@ -408,22 +388,8 @@ local function report(o)
   local r = summarize(d, OVERHEAD.key, "eval_fwd", 0)
   add(OVERHEAD.label .. " (us/call)", r.lunet, r.torch, r.ratio, nil, targets("overhead"), "us")
 
-  local lines = {}
+  local lines = common.plain_table(header, rows)
   local function out(s) lines[#lines + 1] = s end
-  local widths = {}
-  for _, r in ipairs(rows) do
-    if #r > 1 then for i, v in ipairs(r) do widths[i] = math.max(widths[i] or #header[i], #v) end end
-  end
-  local function plain(r)
-    if #r == 1 then return r[1] end
-    local cells = {}
-    for i, v in ipairs(r) do
-      cells[i] = i == 1 and v .. (" "):rep(widths[i] - #v) or (" "):rep(widths[i] - #v) .. v
-    end
-    return table.concat(cells, "  ")
-  end
-  out(plain(header))
-  for _, r in ipairs(rows) do out(plain(r)) end
   out("")
   out("ms: median of every sample; torch/lunet: median over the block pairs of the ratio of")
   out("their medians (>1: lunet is faster); roofline: lunet's share of the copy bandwidth, the")

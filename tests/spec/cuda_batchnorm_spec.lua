@@ -29,15 +29,10 @@ local FORMAT = { [4] = "channels_last", [5] = "channels_last_3d" }
 local cudnn = lunet.backends and lunet.backends.cudnn
 local CUDNN = cudnn and { false, true } or { "default" }
 
--- fn() with lunet.backends.cudnn.enabled set to `setting` ("default":
--- left alone), restored afterwards even when fn raises.
+-- fn() under a cuDNN setting ("default": the switch left alone).
 local function with_cudnn(setting, fn)
   if setting == "default" then return fn() end
-  local saved = cudnn.enabled
-  cudnn.enabled = setting
-  local ok, e = pcall(fn)
-  cudnn.enabled = saved
-  if not ok then error(e, 0) end
+  return helpers.with_cudnn(setting, fn)
 end
 
 local function numel(shape)

@@ -125,6 +125,17 @@ function M.cuda_it(it, pending, real_only)
   end
 end
 
+-- fn() with lunet.backends.cudnn.enabled set to `value`, put back as it
+-- was afterwards, also when fn raises.
+function M.with_cudnn(value, fn)
+  local cudnn = lunet.backends.cudnn
+  local saved = cudnn.enabled
+  cudnn.enabled = value
+  local ok, e = pcall(fn)
+  cudnn.enabled = saved
+  if not ok then error(e, 0) end
+end
+
 -- One visible line when a CUDA spec file is loaded on a machine without a
 -- device (busted lists its tests as pending at the end).
 function M.note_no_cuda(file)
