@@ -8,6 +8,9 @@ GPU report.
       times each case's measures with lunet's own kernels
       (lunet.backends.cudnn.enabled = false) and with cuDNN (true), and a
       device-to-device copy of the input (the roofline's reference).
+  lunet bench_cuda.lua cudnn --dir DIR --bin PROGRAM --out FILE [--quick]
+      Runs scripts/bench_cudnn.c's program (built by scripts/bench) on
+      each case of DIR/manifest.tsv and writes its medians as samples.
   lunet bench_cuda.lua report [--markdown FILE] FILE...
       Prints the table from the sample files of lunet, PyTorch and
       bench_cudnn: medians, ratios, fraction of the copy bandwidth, targets.
@@ -20,8 +23,9 @@ files are tab-separated lines:
   meta <key> <value>
 who is "lunet" (own kernels), "lunet+cudnn", "torch:<params>" (PyTorch
 with float32 parameters, "mixed", or parameters of the input's dtype,
-"same") or "cudnn" (scripts/bench_cudnn.c); measure "copy" is the
-device-to-device copy of the input's bytes.
+"same") or "cudnn" (scripts/bench_cudnn.c, which times each call between
+two CUDA events and prints the median: one sample per measure); measure
+"copy" is the device-to-device copy of the input's bytes.
 ]]
 local lunet = require("lunet")
 local common = dofile(arg[0]:match("^(.-)[^/]*$") .. "bench_common.lua")
@@ -155,6 +159,37 @@ local function run(o)
   out:close()
 end
 
+-- bench_cudnn's cases for ours, and its layouts for our memory formats.
+local CUDNN_CASE = { train = "train_fwd", train_backward = "train_fwd_bwd", eval = "eval_fwd" }
+local CUDNN_LAYOUT = { contiguous = "nchw", channels_last = "nhwc" }
+
+-- Each case of the manifest through the bench_cudnn program: its lines
+-- "bench_cudnn case=... median_ms=..." become samples; a case cuDNN
+-- refuses ("error=...") is reported and left out.
+local function run_cudnn(o)
+  assert(o.dir and o.bin and o.out, "cudnn needs --dir DIR --bin PROGRAM --out FILE")
+  local out = assert(io.open(o.out, "w"))
+  local runs = o.quick and "--runs 5 --warmup 2" or "--runs 50 --warmup 10"
+  for line in io.lines(o.dir .. "/manifest.tsv") do
+    local key, shape, dtype, format = line:match("^case\t([^\t]+)\t[^\t]+\t([^\t]+)\t([^\t]+)\t([^\t]+)$")
+    if key then
+      local cmd = ("%q --shape %s --dtype %s --layout %s --cases train,train_backward,eval %s")
+                  :format(o.bin, shape, dtype, CUDNN_LAYOUT[format], runs)
+      local p = assert(io.popen(cmd .. " 2>&1"))
+      for l in p:lines() do
+        local case, ms = l:match("^bench_cudnn case=(%S+) .* median_ms=(%S+)")
+        if case and CUDNN_CASE[case] then
+          out:write(("sample\t%s\t%s\tcudnn\t%s\n"):format(key, CUDNN_CASE[case], tonumber(ms) / 1e3))
+        else
+          io.stderr:write("  bench_cudnn: ", l, "\n")
+        end
+      end
+      p:close()
+    end
+  end
+  out:close()
+end
+
 -- ---- report ----
 
 local function read_files(files)
@@ -255,11 +290,13 @@ local function report(o)
   end
 end
 
-local mode, o = common.parse(arg, { "--out", "--dir", "--markdown" })
+local mode, o = common.parse(arg, { "--out", "--dir", "--markdown", "--bin" })
 if mode == "run" then run(o)
+elseif mode == "cudnn" then run_cudnn(o)
 elseif mode == "report" then report(o)
 else
   io.stderr:write("usage: lunet bench_cuda.lua run --dir DIR --out FILE [--quick]\n",
+                  "       lunet bench_cuda.lua cudnn --dir DIR --bin PROGRAM --out FILE [--quick]\n",
                   "       lunet bench_cuda.lua report [--markdown FILE] FILE...\n")
   os.exit(2)
 end
