@@ -198,6 +198,9 @@ static const void *zero(const ln_cudnn_bn_desc *d) {
 
 /* ---- the calls ---- */
 
+/* With a reserve wanted (always for the fused forms), the Ex call with
+** cuDNN's workspace and reserve space; without, the plain call, whose
+** backward needs nothing but the saved statistics. */
 ln_status ln_cudnn_bn_forward_train(const ln_cudnn_bn_desc *d, const void *x, const void *z,
                                     void *y, const void *weight, const void *bias,
                                     double factor, void *running_mean, void *running_var,
@@ -206,7 +209,8 @@ ln_status ln_cudnn_bn_forward_train(const ln_cudnn_bn_desc *d, const void *x, co
   descs s = { 0 };
   ln_tensor *ws = NULL, *rs = NULL;
   size_t ws_bytes = 0, rs_bytes = 0;
-  *reserve = NULL;
+  cudnnTensorDescriptor_t zdesc = NULL;
+  if (reserve) *reserve = NULL;
   ln_status st = desc_check(d, true, &p);
   if (st != LN_OK) return st;
   bool add = d->ops == LN_CUDNN_BN_OPS_ADD_RELU;
@@ -214,10 +218,19 @@ ln_status ln_cudnn_bn_forward_train(const ln_cudnn_bn_desc *d, const void *x, co
     return ln_error(LN_EINVAL, "cuDNN BatchNorm: a required pointer is NULL");
   if (!running_mean != !running_var)
     return ln_error(LN_EINVAL, "cuDNN BatchNorm: running_mean and running_var go together");
+  if (!reserve && d->ops != LN_CUDNN_BN_OPS_BN)
+    return ln_error(LN_EINVAL, "cuDNN BatchNorm: the fused forms need the reserve space");
   cudnnHandle_t h = acquire(d->device);
   if (!h) return ln_last_status();
-  if ((st = descs_make(d, &p, &s)) != LN_OK) goto fail;
-  cudnnTensorDescriptor_t zdesc = add ? s.x : NULL;
+  if ((st = descs_make(d, &p, &s)) != LN_OK) goto done;
+  if (!reserve) {
+    st = check(cudnnBatchNormalizationForwardTraining(
+                 h, s.mode, one(d), zero(d), s.x, x, s.x, y, s.bn, weight, bias, factor,
+                 running_mean, running_var, d->eps, save_mean, save_invstd),
+               "the training forward");
+    goto done;
+  }
+  zdesc = add ? s.x : NULL;
   st = check(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(
                h, s.mode, s.ops, s.x, zdesc, s.x, s.bn, s.act, &ws_bytes),
              "the training forward's workspace size query");
@@ -225,10 +238,10 @@ ln_status ln_cudnn_bn_forward_train(const ln_cudnn_bn_desc *d, const void *x, co
     st = check(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(h, s.mode, s.ops, s.act,
                                                                     s.x, &rs_bytes),
                "the training forward's reserve size query");
-  if (st != LN_OK) goto fail;
+  if (st != LN_OK) goto done;
   if ((ws_bytes && !(ws = buffer(d->device, ws_bytes))) || !(rs = buffer(d->device, rs_bytes))) {
     st = ln_last_status();
-    goto fail;
+    goto done;
   }
   st = check(cudnnBatchNormalizationForwardTrainingEx(
                h, s.mode, s.ops, one(d), zero(d), s.x, x, zdesc, add ? z : NULL, s.x, y, s.bn,
@@ -239,7 +252,7 @@ ln_status ln_cudnn_bn_forward_train(const ln_cudnn_bn_desc *d, const void *x, co
     *reserve = rs;
     rs = NULL;
   }
-fail:
+done:
   release();
   descs_free(&s);
   ln_tensor_release(ws);
@@ -277,32 +290,43 @@ ln_status ln_cudnn_bn_backward(const ln_cudnn_bn_desc *d, const void *x, const v
   descs s = { 0 };
   ln_tensor *ws = NULL, *grads = NULL;
   size_t ws_bytes = 0;
+  cudnnTensorDescriptor_t ydesc = NULL, dzdesc = NULL;
   ln_status st = desc_check(d, true, &p);
   if (st != LN_OK) return st;
   bool fused = d->ops != LN_CUDNN_BN_OPS_BN, add = d->ops == LN_CUDNN_BN_OPS_ADD_RELU;
   if (!x || !dy || !dx || !weight || !save_mean || !save_invstd || (fused && (!y || !bias)) ||
       (add && !dz))
     return ln_error(LN_EINVAL, "cuDNN BatchNorm: a required pointer is NULL");
+  if (!reserve && fused)
+    return ln_error(LN_EINVAL, "cuDNN BatchNorm: the fused forms need the reserve space");
   cudnnHandle_t h = acquire(d->device);
   if (!h) return ln_last_status();
-  if ((st = descs_make(d, &p, &s)) != LN_OK) goto fail;
-  cudnnTensorDescriptor_t ydesc = fused ? s.x : NULL, dzdesc = add ? s.x : NULL;
-  st = check(cudnnGetBatchNormalizationBackwardExWorkspaceSize(
-               h, s.mode, s.ops, s.x, ydesc, s.x, dzdesc, s.x, s.bn, s.act, &ws_bytes),
-             "the backward's workspace size query");
-  if (st != LN_OK) goto fail;
-  if (ws_bytes && !(ws = buffer(d->device, ws_bytes))) {
-    st = ln_last_status();
-    goto fail;
-  }
+  if ((st = descs_make(d, &p, &s)) != LN_OK) goto done;
   if (!dweight || !dbias) {  /* cuDNN always writes both: scratch for the unwanted */
     size_t c_bytes = (size_t)d->sizes[1] * ln_dtype_size(ln_dtype_compute(d->dtype));
     if (!(grads = buffer(d->device, 2 * c_bytes))) {
       st = ln_last_status();
-      goto fail;
+      goto done;
     }
     if (!dweight) dweight = ln_tensor_data(grads);
     if (!dbias) dbias = (char *)ln_tensor_data(grads) + c_bytes;
+  }
+  if (!reserve) {
+    st = check(cudnnBatchNormalizationBackward(h, s.mode, one(d), zero(d), one(d), zero(d), s.x,
+                                               x, s.x, dy, s.x, dx, s.bn, weight, dweight,
+                                               dbias, d->eps, save_mean, save_invstd),
+               "the backward");
+    goto done;
+  }
+  ydesc = fused ? s.x : NULL;
+  dzdesc = add ? s.x : NULL;
+  st = check(cudnnGetBatchNormalizationBackwardExWorkspaceSize(
+               h, s.mode, s.ops, s.x, ydesc, s.x, dzdesc, s.x, s.bn, s.act, &ws_bytes),
+             "the backward's workspace size query");
+  if (st != LN_OK) goto done;
+  if (ws_bytes && !(ws = buffer(d->device, ws_bytes))) {
+    st = ln_last_status();
+    goto done;
   }
   st = check(cudnnBatchNormalizationBackwardEx(
                h, s.mode, s.ops, one(d), zero(d), one(d), zero(d), s.x, x, ydesc,
@@ -310,7 +334,7 @@ ln_status ln_cudnn_bn_backward(const ln_cudnn_bn_desc *d, const void *x, const v
                fused ? bias : NULL, dweight, dbias, d->eps, save_mean, save_invstd, s.act,
                buffer_data(ws), buffer_bytes(ws), buffer_data(reserve), buffer_bytes(reserve)),
              "the backward");
-fail:
+done:
   release();
   descs_free(&s);
   ln_tensor_release(ws);

@@ -25,6 +25,10 @@
 /* cudnnGetVersion() of the library lunet runs with (91900 for 9.19.0). */
 int ln_cudnn_bn_version(void);
 
+/* Register the "cudnn" implementation of nn/batchnorm_device.h for CUDA
+** tensors (cuda/cudnn_bn_seam.c); called by ln_cuda_register. */
+void ln_cudnn_bn_install(void);
+
 /* Training forward: with the batch mean and biased variance of each
 ** channel, y = (x - mean) / sqrt(var + eps) * weight + bias, then + z and
 ** ReLU as d->ops says (z is read only with LN_CUDNN_BN_OPS_ADD_RELU).
@@ -34,9 +38,12 @@ int ln_cudnn_bn_version(void);
 ** variance for running_var, as PyTorch: factor is the momentum, or
 ** 1 / num_batches_tracked (counted on the host, after this step's
 ** increment) for a cumulative average. save_mean and save_invstd get the
-** mean and 1 / sqrt(var + eps) for the backward. *reserve gets a new
-** reference to cuDNN's reserve space (a tensor on the device, empty when
-** cuDNN needs none), which the backward of this step must be given. */
+** mean and 1 / sqrt(var + eps) for the backward. With reserve not NULL
+** (required for the fused forms), *reserve gets a new reference to
+** cuDNN's reserve space (a tensor on the device, empty when cuDNN needs
+** none), which the backward of this step must then be given; with
+** reserve NULL the plain call runs, whose backward needs only the saved
+** statistics (whoever computed them). */
 ln_status ln_cudnn_bn_forward_train(const ln_cudnn_bn_desc *d, const void *x, const void *z,
                                     void *y, const void *weight, const void *bias,
                                     double factor, void *running_mean, void *running_var,
@@ -50,7 +57,8 @@ ln_status ln_cudnn_bn_forward_eval(const ln_cudnn_bn_desc *d, const void *x, voi
                                    const void *running_mean, const void *running_var);
 
 /* Backward of a training forward with the same desc, given its saved
-** mean and invstd and its reserve space (NULL for an empty one): dx, and
+** mean and invstd and its reserve space (NULL when the forward kept none:
+** then the plain call, which reads only the saved statistics): dx, and
 ** dweight / dbias (the sums of dy * xhat and of dy; NULL when not
 ** wanted). With the fused forms, the gradient goes through the ReLU
 ** first: y is the forward's output and bias its bias; dz (ADD_RELU only)

@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "core/dtype.h"
+#include "../core/dtype.h"
 
 /* cudnnBatchNormMode_t's values (cuda/cudnn_bn.c checks that they agree). */
 typedef enum ln_cudnn_bn_mode {

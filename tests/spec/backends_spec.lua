@@ -4,17 +4,10 @@
 -- the CUDA specs, which say "skipped: no CUDA device" without one.
 local lunet = require("lunet")
 local nn = require("lunet.nn")
+local helpers = require("tests.spec.helpers")
 
 local cudnn = lunet.backends.cudnn
-
--- Run fn with the switch set to `value`, then put it back as it was.
-local function with_enabled(value, fn)
-  local saved = cudnn.enabled
-  cudnn.enabled = value
-  local ok, err = pcall(fn)
-  cudnn.enabled = saved
-  if not ok then error(err, 0) end
-end
+local with_enabled = helpers.with_cudnn
 
 describe("lunet.backends.cudnn", function()
   it("is enabled by default and can be switched off and on", function()
