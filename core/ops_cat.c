@@ -1,8 +1,9 @@
 /*
 ** ops_cat.c -- torch.cat along any dim, with PyTorch's checks and dtype
 ** promotion over all inputs, and its backward (slices of the gradient).
-** Each input is copied into a narrowed view of the output; legacy 1D empty
-** tensors (shape [0]) are skipped as PyTorch does.
+** Each input is copied into a narrowed view of the output (on any device:
+** ln_copy_ runs the device's copies); legacy 1D empty tensors (shape [0])
+** are skipped as PyTorch does.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,7 @@ ln_tensor *ln_cat(ln_tensor *const *ts, int n, int dim) {
     ln_error(LN_EINVAL, "torch.cat(): expected a non-empty list of Tensors");
     return NULL;
   }
-  if (ln_common_device(ts, n, &dev) != LN_OK || ln_cpu_only("cat", dev) != LN_OK) return NULL;
+  if (ln_common_device(ts, n, &dev) != LN_OK) return NULL;
   for (int i = 0; i < n; i++)
     if (ts[i]->ndim == 0) {
       ln_error(LN_EINVAL, "zero-dimensional tensor (at position %d) cannot be concatenated", i);
@@ -130,7 +131,7 @@ ln_tensor *ln_cat(ln_tensor *const *ts, int n, int dim) {
     if (skipped(ts[i])) continue;
     int64_t len = ts[i]->sizes[w];
     ln_tensor *v = ln_narrow(out, w, off, len);
-    ln_status st = v ? ln_copy_cpu(v, ts[i]) : ln_last_status();
+    ln_status st = v ? ln_copy_(v, ts[i]) : ln_last_status();
     ln_tensor_release(v);
     if (st != LN_OK) goto fail;
     off += len;

@@ -8,11 +8,17 @@
 ** dimension); others are made
 ** contiguous first. float16/bfloat16 compute in float32; int64 uses a
 ** plain loop.
+**
+** Tensors on a device go to its kernel table's gemm (cuBLAS on CUDA) in
+** one strided-batched call, float16/bfloat16 as they are (float32
+** accumulation); an operand whose batch matrices are not evenly spaced is
+** expanded and made contiguous first.
 */
 #include <limits.h>
 #include <string.h>
 
 #include "blas.h"
+#include "device_kernels.h"
 #include "ops_impl.h"
 
 /* The shapes of a product after 1D operands became [1, k] and [k, 1]. */
@@ -140,6 +146,70 @@ static void mm_compute(ln_tensor *a, ln_tensor *b, ln_tensor *out, const mm_geom
   }
 }
 
+/* The one stride (elements) between consecutive batch matrices of t, its
+** batch dims broadcast to g's, if there is one. */
+static bool batch_stride(const ln_tensor *t, const mm_geom *g, int64_t *stride) {
+  int nt = t->ndim - 2;
+  int64_t span = 1;
+  bool known = false;
+  *stride = 0;
+  for (int d = g->nb - 1; d >= 0; d--) {
+    if (g->batch[d] == 1) continue;
+    int k = d - (g->nb - nt);
+    int64_t s = k >= 0 && t->sizes[k] != 1 ? t->strides[k] : 0;
+    if (!known) *stride = s;
+    else if (s != *stride * span) return false;
+    known = true;
+    span *= g->batch[d];
+  }
+  return true;
+}
+
+/* t (new reference) with evenly spaced batch matrices, *stride apart:
+** t itself, or t expanded to g's batch and made contiguous. */
+static ln_tensor *evenly_batched(ln_tensor *t, const mm_geom *g, int64_t *stride) {
+  if (batch_stride(t, g, stride)) {
+    ln_tensor_retain(t);
+    return t;
+  }
+  int64_t sizes[LN_MAX_DIMS + 2];
+  memcpy(sizes, g->batch, sizeof(int64_t) * (size_t)g->nb);
+  sizes[g->nb] = t->sizes[t->ndim - 2];
+  sizes[g->nb + 1] = t->sizes[t->ndim - 1];
+  ln_tensor *e = ln_expand(t, sizes, g->nb + 2);
+  ln_tensor *c = e ? ln_contiguous(e, LN_CONTIGUOUS) : NULL;
+  ln_tensor_release(e);
+  *stride = sizes[g->nb] * sizes[g->nb + 1];
+  return c;
+}
+
+/* out (contiguous, batch x m x n) = a @ b on their device, in one
+** strided-batched gemm of the device's kernels; a and b are matrices
+** (>= 2D) of out's float dtype in layouts blas_layout accepts. */
+static ln_status mm_device(ln_tensor *a, ln_tensor *b, ln_tensor *out, const mm_geom *g) {
+  ln_device dev = ln_tensor_device(out);
+  const ln_device_kernels *k = ln_device_kernels_get(dev);
+  if (!k || !k->gemm) return ln_cpu_only("matmul", dev);
+  int64_t nbatch = 1, sa, sb, lda = 0, ldb = 0;
+  for (int d = 0; d < g->nb; d++) nbatch *= g->batch[d];
+  ln_tensor *ae = evenly_batched(a, g, &sa), *be = ae ? evenly_batched(b, g, &sb) : NULL;
+  ln_status st = LN_OK;
+  if (!ae || !be) {
+    st = ln_last_status();
+  } else {
+    const int64_t *as = ae->strides + ae->ndim - 2, *bs = be->strides + be->ndim - 2;
+    bool ta = false, tb = false;
+    blas_layout(g->m, g->k, as[0], as[1], &ta, &lda);
+    blas_layout(g->k, g->n, bs[0], bs[1], &tb, &ldb);
+    st = k->gemm(dev.index, out->dtype, ta, tb, g->m, g->n, g->k, 1.0, ln_tensor_data(ae),
+                 lda, ln_tensor_data(be), ldb, 0.0, ln_tensor_data(out), g->n > 1 ? g->n : 1,
+                 nbatch, sa, sb, g->m * g->n);
+  }
+  ln_tensor_release(ae);
+  ln_tensor_release(be);
+  return st;
+}
+
 /* Operand as BLAS can take it: converted to the compute dtype, and
 ** contiguous when its matrices have no unit stride. */
 static ln_tensor *blas_operand(ln_tensor *t, ln_dtype ct) {
@@ -157,9 +227,10 @@ static ln_tensor *blas_operand(ln_tensor *t, ln_dtype ct) {
 static ln_tensor *matmul_nograd(ln_tensor *a, ln_tensor *b, const mm_geom *g) {
   int64_t sizes[LN_MAX_DIMS + 2];
   int nd = mm_out_sizes(g, sizes, true);
-  ln_dtype dt = a->dtype, ct = ln_kernel_dtype(dt);
+  ln_device dev = ln_tensor_device(a);
+  ln_dtype dt = a->dtype, ct = dev.type == LN_CPU ? ln_kernel_dtype(dt) : dt;
   ln_tensor *a2 = NULL, *b2 = NULL, *ac = NULL, *bc = NULL, *out = NULL, *res = NULL;
-  if (!(out = ln_empty(sizes, nd, ct, ln_tensor_device(a)))) return NULL;
+  if (!(out = ln_empty(sizes, nd, ct, dev))) return NULL;
   if (g->k == 0) {
     if (ln_zero_(out) != LN_OK) goto done;
   } else if (ln_tensor_numel(out) > 0) {
@@ -170,7 +241,8 @@ static ln_tensor *matmul_nograd(ln_tensor *a, ln_tensor *b, const mm_geom *g) {
     if (!(a2 = as_matrix(a, g->a1, 0)) || !(b2 = as_matrix(b, g->b1, 1)) ||
         !(ac = blas_operand(a2, ct)) || !(bc = blas_operand(b2, ct)))
       goto done;
-    mm_compute(ac, bc, out, g);
+    if (dev.type == LN_CPU) mm_compute(ac, bc, out, g);
+    else if (mm_device(ac, bc, out, g) != LN_OK) goto done;
   }
   res = ln_to_dtype(out, dt);
 done:
@@ -245,16 +317,15 @@ ln_tensor *ln_matmul(ln_tensor *a, ln_tensor *b) {
   ln_tensor *ts[2] = { a, b };
   ln_device dev;
   mm_geom g;
-  if (ln_common_device(ts, 2, &dev) != LN_OK || ln_cpu_only("matmul", dev) != LN_OK ||
-      mm_geometry(a, b, &g) != LN_OK)
-    return NULL;
+  if (ln_common_device(ts, 2, &dev) != LN_OK || mm_geometry(a, b, &g) != LN_OK) return NULL;
   if (a->dtype != b->dtype) {
     ln_error(LN_EINVAL, "expected m1 and m2 to have the same dtype, but got: %s != %s",
              ln_dtype_name(a->dtype), ln_dtype_name(b->dtype));
     return NULL;
   }
-  if (a->dtype == LN_BOOL) {
-    ln_error(LN_EINVAL, "\"addmm_impl_cpu_\" not implemented for 'Bool'");
+  if (a->dtype == LN_BOOL || (dev.type != LN_CPU && a->dtype == LN_I64)) {
+    ln_error(LN_EINVAL, "\"%s\" not implemented for '%s'",
+             dev.type == LN_CPU ? "addmm_impl_cpu_" : "addmm_cuda", ln_torch_type_name(a->dtype));
     return NULL;
   }
   bool prev = ln_set_grad_enabled(false);  /* internal copies need no history */
