@@ -28,8 +28,7 @@ local function case(shape, dt, fmt)
     local C, tol = shape[2], TOL[dt]
     local o = { dtype = dt, device = "cuda" }
     local ref = nn.BatchNorm2d(C, o)
-    o.process_group = group
-    local m = nn.SyncBatchNorm(C, o)
+    local m = nn.SyncBatchNorm(C, { dtype = dt, device = "cuda", process_group = group })
     for _, mode in ipairs({ "train", "train", "eval" }) do
       m:train(mode == "train")
       ref:train(mode == "train")
