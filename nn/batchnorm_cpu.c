@@ -14,6 +14,7 @@
 ** afterwards, so the thread count changes nothing.
 */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,18 +94,40 @@ static void bn_run(bool par, int64_t n, bn_range_fn fn, const bn_task *t) {
 ** grown when too small. Allocated afresh (two blocks, 150 KB for a
 ** (256,1024) input), it went back to the kernel and came again on every
 ** call (the heap trimmed and grown), and the kernel's page work took about
-** a fifth of that input's one-thread train forward. */
-static _Thread_local struct { double *p; size_t n; } bn_space;
+** a fifth of that input's one-thread train forward. A thread's space is
+** freed when the thread exits (a key's destructor), so an embedding
+** program that runs BatchNorm on short-lived threads does not leak it. */
+typedef struct bn_space { double *p; size_t n; } bn_space;
+
+static pthread_key_t bn_space_key;
+static pthread_once_t bn_space_once = PTHREAD_ONCE_INIT;
+
+static void bn_space_free(void *v) {
+  bn_space *s = v;
+  free(s->p);
+  free(s);
+}
+
+static void bn_space_init(void) { pthread_key_create(&bn_space_key, bn_space_free); }
 
 static double *bn_space_get(size_t n) {
-  if (bn_space.n < n) {
+  pthread_once(&bn_space_once, bn_space_init);
+  bn_space *s = pthread_getspecific(bn_space_key);
+  if (!s) {
+    if (!(s = calloc(1, sizeof *s))) return NULL;
+    if (pthread_setspecific(bn_space_key, s) != 0) {
+      free(s);
+      return NULL;
+    }
+  }
+  if (s->n < n) {
     double *p = malloc(sizeof(double) * n);
     if (!p) return NULL;
-    free(bn_space.p);
-    bn_space.p = p;
-    bn_space.n = n;
+    free(s->p);
+    s->p = p;
+    s->n = n;
   }
-  return bn_space.p;
+  return s->p;
 }
 
 /* Run a reduction (over dy when given, masked with a mask); the partials
