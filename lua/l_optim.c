@@ -16,7 +16,10 @@
 ** The kernels walk dense memory: the parameter (or a contiguous copy of it
 ** when it is a strided view) fixes the layout, and any operand in another
 ** layout or dtype is copied into it first (and copied back when it is
-** written). Updates never record autograd history. CPU tensors only.
+** written). Updates never record autograd history. On the CPU the loops
+** are l_optim_kernels.inc's; on another device the layer table's sgd_step
+** and adam_step (nn/layers_device.h), which run the same per-element
+** update (nn/optim_update.inc).
 */
 #include <math.h>
 #include <string.h>
@@ -24,16 +27,7 @@
 #include "core/autograd.h"
 #include "core/strided.h"
 #include "lua/l_common.h"
-
-typedef struct sgd_args {
-  double lr, momentum, dampening, weight_decay;
-  bool nesterov, maximize, first;
-} sgd_args;
-
-typedef struct adam_args {
-  double lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt;
-  bool maximize, decoupled;
-} adam_args;
+#include "nn/layers_device.h"
 
 /* ---- the kernels, one set per dtype ---- */
 
@@ -165,20 +159,25 @@ static void *data_of(const operands *ops, int i) {
 
 /* ---- argument checks (before any C temporary exists) ---- */
 
-/* The parameter at arg 1: a floating CPU tensor. */
-static ln_tensor *check_param(lua_State *L) {
+/* The parameter at arg 1: a floating tensor on the CPU, or on a device
+** whose layer table has the optimizer's update (`has`). */
+static ln_tensor *check_param(lua_State *L, bool (*has)(const ln_layer_kernels *)) {
   ln_tensor *p = ln_lua_check_tensor(L, 1);
   ln_dtype dt = ln_tensor_dtype(p);
   if (!ln_dtype_is_float(dt))
     luaL_error(L, "optimizer can only optimize Tensors of floating point dtype, "
                "but one of the parameters has dtype %s", ln_dtype_name(dt));
-  if (ln_tensor_device(p).type != LN_CPU) {
+  const ln_layer_kernels *lk = ln_layer_kernels_of(p);
+  if (ln_tensor_device(p).type != LN_CPU && !(lk && has(lk))) {
     char buf[32];
-    luaL_error(L, "lunet's optimizers run on CPU tensors only (a parameter is on %s)",
+    luaL_error(L, "lunet's optimizers are not implemented for %s tensors yet",
                ln_device_str(ln_tensor_device(p), buf, sizeof buf));
   }
   return p;
 }
+
+static bool has_sgd(const ln_layer_kernels *lk) { return lk->sgd_step != NULL; }
+static bool has_adam(const ln_layer_kernels *lk) { return lk->adam_step != NULL; }
 
 /* A tensor (arg idx, or field `name` of the table at idx when name is not
 ** NULL) with p's sizes on p's device; nil gives NULL when optional. */
@@ -215,43 +214,49 @@ static bool bool_field(lua_State *L, int idx, const char *name) {
 
 /* ---- running a kernel ---- */
 
-typedef void (*kernel_fn)(const operands *ops, int64_t n, const void *args);
+typedef ln_status (*kernel_fn)(const operands *ops, int64_t n, const void *args);
 
 /* Run fn over the prepared operands with grad mode off, copy back, free
 ** the copies; raises the error after freeing. */
 static void run(lua_State *L, operands *ops, kernel_fn fn, const void *args) {
   bool was = ln_set_grad_enabled(false);
   bool ok = operands_prepare(ops);
-  if (ok) {
-    fn(ops, ln_tensor_numel(ops->t[0]), args);
-    ok = operands_finish(ops) == LN_OK;
-  }
+  if (ok) ok = fn(ops, ln_tensor_numel(ops->t[0]), args) == LN_OK;
+  if (ok) ok = operands_finish(ops) == LN_OK;
   ln_set_grad_enabled(was);
   operands_release(ops);
   if (!ok) ln_lua_error(L);
 }
 
-static void sgd_kernel(const operands *ops, int64_t n, const void *args) {
+static ln_status sgd_kernel(const operands *ops, int64_t n, const void *args) {
   void *p = data_of(ops, 0), *g = data_of(ops, 1), *b = data_of(ops, 2);
-  switch (ln_tensor_dtype(ops->t[0])) {
+  ln_dtype dt = ln_tensor_dtype(ops->t[0]);
+  const ln_layer_kernels *lk = ln_layer_kernels_of(ops->t[0]);
+  if (lk) return lk->sgd_step(ln_tensor_device(ops->t[0]).index, dt, p, g, b, n, args);
+  switch (dt) {
   case LN_F32: sgd_f32(p, g, b, n, args); break;
   case LN_F64: sgd_f64(p, g, b, n, args); break;
   case LN_F16: sgd_f16(p, g, b, n, args); break;
   case LN_BF16: sgd_bf16(p, g, b, n, args); break;
   default: break;   /* check_param admits floating dtypes only */
   }
+  return LN_OK;
 }
 
-static void adam_kernel(const operands *ops, int64_t n, const void *args) {
+static ln_status adam_kernel(const operands *ops, int64_t n, const void *args) {
   void *p = data_of(ops, 0), *g = data_of(ops, 1), *m = data_of(ops, 2);
   void *v = data_of(ops, 3), *vmax = data_of(ops, 4);
-  switch (ln_tensor_dtype(ops->t[0])) {
+  ln_dtype dt = ln_tensor_dtype(ops->t[0]);
+  const ln_layer_kernels *lk = ln_layer_kernels_of(ops->t[0]);
+  if (lk) return lk->adam_step(ln_tensor_device(ops->t[0]).index, dt, p, g, m, v, vmax, n, args);
+  switch (dt) {
   case LN_F32: adam_f32(p, g, m, v, vmax, n, args); break;
   case LN_F64: adam_f64(p, g, m, v, vmax, n, args); break;
   case LN_F16: adam_f16(p, g, m, v, vmax, n, args); break;
   case LN_BF16: adam_bf16(p, g, m, v, vmax, n, args); break;
   default: break;
   }
+  return LN_OK;
 }
 
 /* ---- the functions ---- */
@@ -270,11 +275,11 @@ static int l_state_like(lua_State *L) {
 
 /* sgd_step(p, grad, buf|nil, group) -> buf (nil without momentum) */
 static int l_sgd_step(lua_State *L) {
-  ln_tensor *p = check_param(L);
+  ln_tensor *p = check_param(L, has_sgd);
   ln_tensor *g = check_like(L, 2, NULL, p, false);
   ln_tensor *buf = check_like(L, 3, NULL, p, true);
   luaL_checktype(L, 4, LUA_TTABLE);
-  sgd_args a = {
+  ln_sgd_args a = {
     .lr = number_field(L, 4, "lr"), .momentum = number_field(L, 4, "momentum"),
     .dampening = number_field(L, 4, "dampening"),
     .weight_decay = number_field(L, 4, "weight_decay"),
@@ -295,7 +300,7 @@ static int l_sgd_step(lua_State *L) {
 
 /* adam_step(p, grad, state, group) */
 static int l_adam_step(lua_State *L) {
-  ln_tensor *p = check_param(L);
+  ln_tensor *p = check_param(L, has_adam);
   ln_tensor *g = check_like(L, 2, NULL, p, false);
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
@@ -309,7 +314,7 @@ static int l_adam_step(lua_State *L) {
   luaL_argexpected(L, lua_istable(L, -1), 4, "betas table in the group");
   lua_rawgeti(L, -1, 1);
   lua_rawgeti(L, -2, 2);
-  adam_args a = {
+  ln_adam_args a = {
     .lr = number_field(L, 4, "lr"), .beta1 = luaL_checknumber(L, -2),
     .beta2 = luaL_checknumber(L, -1), .eps = number_field(L, 4, "eps"),
     .weight_decay = number_field(L, 4, "weight_decay"),

@@ -1,7 +1,8 @@
 /*
 ** conv2d.c -- ln_conv2d (torch.nn.functional.conv2d) with PyTorch's
 ** checks and messages, its autograd node ConvolutionBackward0, and the
-** Conv2d module. The arithmetic is in conv2d_cpu.c (im2col + gemm).
+** Conv2d module. The arithmetic is in conv2d_cpu.c (im2col + gemm) on the
+** CPU, and in the device's table (nn/layers_device.h) elsewhere.
 **
 ** float16/bfloat16 inputs go through float32 (recorded conversions); a
 ** (C, H, W) input through a batch of one. The node saves the input as the
@@ -13,6 +14,7 @@
 
 #include "../core/autograd.h"
 #include "conv2d_impl.h"
+#include "layers_device.h"
 #include "layers_impl.h"
 
 ln_conv2d_params ln_conv2d_defaults(void) {
@@ -69,7 +71,7 @@ static ln_status check_shapes(ln_tensor *x, ln_tensor *w, ln_tensor *b, int64_t 
                     "with %lld elements, but got bias of size %s instead",
                     ln_layer_sizes_str(w, s1, sizeof s1), (long long)OC,
                     ln_layer_sizes_str(b, s2, sizeof s2));
-  ln_status st = ln_layer_check_float("conv2d", x);
+  ln_status st = ln_layer_check_float("conv2d", x, LN_LAYER_HAS(x, conv2d_forward));
   if (st != LN_OK) return st;
   ln_tensor *other[2] = { w, b };
   static const char *const names[2] = { "weight", "bias" };
@@ -127,18 +129,24 @@ static ln_status conv_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **
   bool need_x = node->next[0].node, need_w = node->next[1].node, need_b = node->next[2].node;
   ln_tensor *gy = ln_to_dtype(g, dt), *dx = NULL, *dw = NULL, *db = NULL;
   if (!gy) return ln_last_status();
-  if ((need_x && (!(dx = ln_empty_format(ln_tensor_sizes(x), 4, dt, LN_DEVICE_CPU, s->fmt)) ||
+  ln_device dev = ln_tensor_device(x);
+  if ((need_x && (!(dx = ln_empty_format(ln_tensor_sizes(x), 4, dt, dev, s->fmt)) ||
                   ln_zero_(dx) != LN_OK)) ||
-      (need_w && !(dw = ln_empty(ln_tensor_sizes(w), 4, dt, LN_DEVICE_CPU))) ||
-      (need_b && !(db = ln_empty(&s->g.OC, 1, dt, LN_DEVICE_CPU))))
+      (need_w && !(dw = ln_empty(ln_tensor_sizes(w), 4, dt, dev))) ||
+      (need_b && !(db = ln_empty(&s->g.OC, 1, dt, dev))))
     goto fail;
-  if (ln_conv2d_cpu_backward(dt, &s->g, ln_tensor_data(x), ln_tensor_strides(x),
-                             ln_tensor_data(w), ln_tensor_data(gy), ln_tensor_strides(gy),
-                             dx ? ln_tensor_data(dx) : NULL,
-                             dx ? ln_tensor_strides(dx) : NULL,
-                             dw ? ln_tensor_data(dw) : NULL,
-                             db ? ln_tensor_data(db) : NULL) != LN_OK)
-    goto fail;
+  const ln_layer_kernels *lk = ln_layer_kernels_of(x);
+  void *dxp = dx ? ln_tensor_data(dx) : NULL, *dwp = dw ? ln_tensor_data(dw) : NULL;
+  void *dbp = db ? ln_tensor_data(db) : NULL;
+  const int64_t *dxs = dx ? ln_tensor_strides(dx) : NULL;
+  ln_status st =
+    lk ? lk->conv2d_backward(dev.index, dt, &s->g, ln_tensor_data(x), ln_tensor_strides(x),
+                             ln_tensor_data(w), ln_tensor_data(gy), ln_tensor_strides(gy), dxp,
+                             dxs, dwp, dbp)
+       : ln_conv2d_cpu_backward(dt, &s->g, ln_tensor_data(x), ln_tensor_strides(x),
+                                ln_tensor_data(w), ln_tensor_data(gy), ln_tensor_strides(gy),
+                                dxp, dxs, dwp, dbp);
+  if (st != LN_OK) goto fail;
   ln_tensor_release(gy);
   grad_in[0] = dx;
   grad_in[1] = dw;
@@ -190,11 +198,17 @@ static ln_tensor *conv_run(ln_tensor *x, ln_tensor *w, ln_tensor *b,
   int64_t sizes[4] = { s.g.N, s.g.OC, s.g.OH, s.g.OW };
   ln_tensor *wc = ln_contiguous(w, LN_CONTIGUOUS), *bc = NULL, *out = NULL;
   if (!wc || (b && !(bc = ln_contiguous(b, LN_CONTIGUOUS)))) goto fail;
-  if (!(out = ln_empty_format(sizes, 4, dt, LN_DEVICE_CPU, s.fmt))) goto fail;
-  if (ln_conv2d_cpu_forward(dt, &s.g, ln_tensor_data(x), ln_tensor_strides(x),
-                            ln_tensor_data(wc), bc ? ln_tensor_data(bc) : NULL,
-                            ln_tensor_data(out), ln_tensor_strides(out)) != LN_OK)
-    goto fail;
+  ln_device dev = ln_tensor_device(x);
+  if (!(out = ln_empty_format(sizes, 4, dt, dev, s.fmt))) goto fail;
+  const ln_layer_kernels *lk = ln_layer_kernels_of(x);
+  const void *bp = bc ? ln_tensor_data(bc) : NULL;
+  ln_status st =
+    lk ? lk->conv2d_forward(dev.index, dt, &s.g, ln_tensor_data(x), ln_tensor_strides(x),
+                            ln_tensor_data(wc), bp, ln_tensor_data(out), ln_tensor_strides(out))
+       : ln_conv2d_cpu_forward(dt, &s.g, ln_tensor_data(x), ln_tensor_strides(x),
+                               ln_tensor_data(wc), bp, ln_tensor_data(out),
+                               ln_tensor_strides(out));
+  if (st != LN_OK) goto fail;
   ln_tensor *inputs[3] = { x, w, b };
   if (ln_any_requires_grad(inputs, 3) && record(out, x, w, wc, b, &s) != LN_OK) goto fail;
   ln_tensor_release(wc);

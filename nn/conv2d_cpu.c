@@ -16,6 +16,7 @@
 
 #include "../core/blas.h"
 #include "conv2d_impl.h"
+#include "layers_shared.h"   /* ln_conv_chunk_of */
 
 /* Loops below this many elements stay on one thread. */
 #define LN_CONV_PAR_MIN (1 << 16)
@@ -25,12 +26,7 @@
 
 /* Samples per chunk (at least 1). */
 static int64_t ln_conv_chunk(const ln_conv_geom *g, size_t elem) {
-  int64_t Kg = g->C / g->groups * g->kh * g->kw;
-  int64_t width = Kg > g->OC ? Kg : g->OC;
-  int64_t per_sample = g->OH * g->OW * (width ? width : 1) * (int64_t)elem;
-  int64_t n = per_sample ? LN_CONV_CHUNK_BYTES / per_sample : g->N;
-  if (n > g->N) n = g->N;
-  return n > 0 ? n : 1;
+  return ln_conv_chunk_of(g, (int64_t)elem, LN_CONV_CHUNK_BYTES);
 }
 
 /* The outputs o in [0, n) whose input position start + o * step lies in

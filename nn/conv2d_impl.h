@@ -16,16 +16,7 @@
 #include <stdint.h>
 
 #include "../core/tensor.h"
-
-typedef struct ln_conv_geom {
-  int64_t N, C, H, W;        /* input sizes */
-  int64_t OC, OH, OW;        /* output channels and spatial size */
-  int64_t kh, kw;
-  int64_t sh, sw;            /* strides */
-  int64_t ph, pw;            /* zero padding at the top and on the left */
-  int64_t dh, dw;            /* dilations */
-  int64_t groups;
-} ln_conv_geom;
+#include "layers_device.h"   /* ln_conv_geom */
 
 /* out = conv(x, w) + b. xs/os: strides (elements) of x and out in NCHW
 ** dim order; w contiguous (OC, C/groups, kh, kw); b (OC) or NULL. */

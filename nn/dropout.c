@@ -3,13 +3,17 @@
 ** module. The mask is drawn from lunet's RNG (uniform u, kept where
 ** u < 1 - p, in the input's memory format) and holds 0 or 1 / (1 - p);
 ** the output is input * mask, so core's MulBackward0 gives the gradient
-** (PyTorch records the same node).
+** (PyTorch records the same node). The draws are core's (ln_uniform_),
+** which give the same values on every device for the same seed, so CPU
+** and CUDA drop the same elements; on a device the table's dropout_mask
+** turns them into the mask (nn/layers_device.h).
 */
 #include <math.h>
 #include <stdio.h>
 
 #include "../core/ops.h"
 #include "../core/random.h"
+#include "layers_device.h"
 #include "layers_impl.h"
 
 static ln_status check_p(double p) {
@@ -22,8 +26,12 @@ static ln_status check_p(double p) {
 
 /* 0 or scale per element of a dense tensor of uniform draws (its memory
 ** is walked in order, whatever the layout). */
-static void mask_from_uniform(ln_tensor *u, double keep, double scale) {
+static ln_status mask_from_uniform(ln_tensor *u, double keep, double scale) {
   int64_t n = ln_tensor_numel(u);
+  const ln_layer_kernels *lk = ln_layer_kernels_of(u);
+  if (lk)
+    return lk->dropout_mask(ln_tensor_device(u).index, ln_tensor_dtype(u), ln_tensor_data(u), n,
+                            keep, scale);
   if (ln_tensor_dtype(u) == LN_F64) {
     double *d = ln_tensor_data(u);
     for (int64_t i = 0; i < n; i++) d[i] = d[i] < keep ? scale : 0.0;
@@ -31,6 +39,7 @@ static void mask_from_uniform(ln_tensor *u, double keep, double scale) {
     float *f = ln_tensor_data(u);
     for (int64_t i = 0; i < n; i++) f[i] = f[i] < keep ? (float)scale : 0.0f;
   }
+  return LN_OK;
 }
 
 ln_tensor *ln_dropout(ln_tensor *x, double p, bool training, bool inplace) {
@@ -43,18 +52,18 @@ ln_tensor *ln_dropout(ln_tensor *x, double p, bool training, bool inplace) {
     ln_tensor_retain(x);
     return x;
   }
-  if (ln_layer_check_float("dropout", x) != LN_OK ||
+  if (ln_layer_check_float("dropout", x, LN_LAYER_HAS(x, dropout_mask)) != LN_OK ||
       (inplace && ln_layer_check_inplace(x) != LN_OK))
     return NULL;
   ln_dtype dt = ln_tensor_dtype(x);
   ln_tensor *mask = ln_empty_format(ln_tensor_sizes(x), ln_tensor_dim(x),
                                     ln_dtype_compute(dt), ln_tensor_device(x),
                                     ln_tensor_suggest_format(x));
-  if (!mask || ln_uniform_(mask, 0.0, 1.0) != LN_OK) {
+  if (!mask || ln_uniform_(mask, 0.0, 1.0) != LN_OK ||
+      mask_from_uniform(mask, 1.0 - p, p == 1 ? 0.0 : 1.0 / (1.0 - p)) != LN_OK) {
     ln_tensor_release(mask);
     return NULL;
   }
-  mask_from_uniform(mask, 1.0 - p, p == 1 ? 0.0 : 1.0 / (1.0 - p));
   ln_tensor *typed = ln_to_dtype(mask, dt);
   ln_tensor_release(mask);
   ln_tensor *y = typed ? ln_mul(x, typed) : NULL;

@@ -1,7 +1,8 @@
 /*
 ** layers_common.c -- the helpers nn/layers_impl.h declares: PyTorch's
 ** text for messages and reprs, in-place results, the float16 round trip,
-** and small module-building steps the layer modules share.
+** small module-building steps the layer modules share, and the registry
+** of device kernel tables (nn/layers_device.h).
 */
 #include <math.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "../core/autograd.h"
+#include "layers_device.h"
 #include "layers_impl.h"
 
 /* ---- text ---- */
@@ -46,14 +48,27 @@ const char *ln_layer_pair_str(const int64_t v[2], bool pair, char *buf, size_t n
   return buf;
 }
 
+/* ---- device kernels ---- */
+
+static const ln_layer_kernels *device_tables[LN_DEVICE_TYPE_COUNT];
+
+void ln_layer_kernels_register(ln_device_type type, const ln_layer_kernels *k) {
+  if ((int)type > LN_CPU && type < LN_DEVICE_TYPE_COUNT) device_tables[type] = k;
+}
+
+const ln_layer_kernels *ln_layer_kernels_of(const ln_tensor *t) {
+  ln_device_type type = ln_tensor_device(t).type;
+  return (int)type > LN_CPU && type < LN_DEVICE_TYPE_COUNT ? device_tables[type] : NULL;
+}
+
 /* ---- ops ---- */
 
-ln_status ln_layer_check_float(const char *op, const ln_tensor *t) {
+ln_status ln_layer_check_float(const char *op, const ln_tensor *t, bool device_ok) {
   char buf[32];
   if (!ln_dtype_is_float(ln_tensor_dtype(t)))
     return ln_error(LN_EINVAL, "\"%s\" not implemented for '%s'", op,
                     ln_layer_torch_type(ln_tensor_dtype(t)));
-  if (ln_tensor_device(t).type != LN_CPU)
+  if (ln_tensor_device(t).type != LN_CPU && !device_ok)
     return ln_error(LN_ERUNTIME, "%s is not implemented for %s tensors yet", op,
                     ln_device_str(ln_tensor_device(t), buf, sizeof buf));
   return LN_OK;

@@ -27,9 +27,11 @@ void ln_layer_append(char *buf, size_t size, size_t *k, const char *fmt, ...)
 const char *ln_layer_pair_str(const int64_t v[2], bool pair, char *buf, size_t n);
 
 /* ---- ops ---- */
-/* LN_OK when t is a floating CPU tensor, else PyTorch's
-** "\"op\" not implemented for 'Long'" or a device error. */
-ln_status ln_layer_check_float(const char *op, const ln_tensor *t);
+/* LN_OK when t is a floating tensor on the CPU, or on another device when
+** device_ok (its table has the op: LN_LAYER_HAS, nn/layers_device.h);
+** else PyTorch's "\"op\" not implemented for 'Long'" or "op is not
+** implemented for cuda:0 tensors yet". */
+ln_status ln_layer_check_float(const char *op, const ln_tensor *t, bool device_ok);
 /* The end of an in-place op on x whose result y was computed out of
 ** place: copy y into x and give x y's history (PyTorch's rebase_history).
 ** Refuses a leaf that requires grad (checked by ln_layer_check_inplace

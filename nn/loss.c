@@ -5,10 +5,14 @@
 **
 ** Cross entropy views the logits as rows r = (n, s) of C classes strided
 ** by S (the product of the dims after the class dim) in a contiguous copy.
-** Targets are checked first in one serial pass, so that the first bad one
-** is reported; the rows are then independent (OpenMP), and the reduction
-** sums their losses in row order in double, so the result does not depend
-** on the thread count. The node keeps each row's log-sum-exp.
+** On the CPU, targets are checked first in one serial pass, so that the
+** first bad one is reported; the rows are then independent (OpenMP), and
+** the reduction sums their losses in row order in double, so the result
+** does not depend on the thread count. On another device the table's
+** kernels (nn/layers_device.h) do the rows, find the first bad target and
+** sum in double, and the sums come back to the host. The row arithmetic is
+** nn/layers_shared.h's. The node saves each row's log-sum-exp (a float64
+** tensor on the input's device).
 */
 #include <math.h>
 #include <stdio.h>
@@ -17,7 +21,9 @@
 
 #include "../core/autograd.h"
 #include "../core/ops.h"
+#include "layers_device.h"
 #include "layers_impl.h"
+#include "layers_shared.h"
 
 #define CE_PAR_MIN (1 << 14)
 
@@ -43,98 +49,75 @@ ln_cross_entropy_options ln_cross_entropy_defaults(void) {
 
 /* ---- cross entropy ---- */
 
-typedef struct ce_geom {
-  int64_t N, C, S;            /* rows = N * S */
-  ln_reduction reduction;
-  int64_t ignore_index, base;
-  double total_weight;        /* sum of weight[t] over the counted rows */
-} ce_geom;
+typedef ln_ce_geom ce_geom;
 
-typedef struct ce_saved {
-  ce_geom g;
-  double lse[];               /* per row */
-} ce_saved;
-
-static inline double ld(const void *p, int64_t i, bool f64) {
-  return f64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
-}
-
-/* Class of row r's target, or -1 when it is ignored. Targets are valid. */
-static inline int64_t class_of(const ce_geom *g, const int64_t *t, int64_t r) {
-  return t[r] == g->ignore_index ? -1 : t[r] - g->base;
-}
-
-/* Rows (n, s) start at n * C * S + s; class c is c * S further. */
-static inline int64_t row_start(const ce_geom *g, int64_t r) {
-  return r / g->S * g->C * g->S + r % g->S;
-}
-
+/* Saved: the contiguous logits, the targets, the log-sum-exps, the weight
+** (when given). */
 static ln_status ce_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in) {
-  const ce_saved *s = node->extra;
-  const ce_geom *g = &s->g;
-  ln_tensor *x = ln_node_saved(node, 0), *t = ln_node_saved(node, 1);
-  ln_tensor *w = node->n_saved > 2 ? ln_node_saved(node, 2) : NULL;
+  const ce_geom *g = node->extra;
   if (!grad_out[0]) return LN_OK;
-  if (!x || !t || (node->n_saved > 2 && !w)) return ln_last_status();
+  ln_tensor *x = ln_node_saved(node, 0), *t = ln_node_saved(node, 1);
+  ln_tensor *lse = ln_node_saved(node, 2);
+  ln_tensor *w = node->n_saved > 3 ? ln_node_saved(node, 3) : NULL;
+  if (!x || !t || !lse || (node->n_saved > 3 && !w)) return ln_last_status();
   ln_dtype dt = ln_tensor_dtype(x);
   bool f64 = dt == LN_F64;
   ln_tensor *g64 = ln_to_dtype(grad_out[0], LN_F64);
   ln_tensor *gc = g64 ? ln_contiguous(g64, LN_CONTIGUOUS) : NULL;
-  ln_tensor *dx = gc ? ln_empty(ln_tensor_sizes(x), ln_tensor_dim(x), dt, LN_DEVICE_CPU) : NULL;
+  ln_tensor *dx = gc ? ln_empty(ln_tensor_sizes(x), ln_tensor_dim(x), dt, ln_tensor_device(x))
+                     : NULL;
   ln_tensor_release(g64);
   if (!dx) {
     ln_tensor_release(gc);
     return ln_last_status();
   }
-  const double *gv = ln_tensor_data(gc);
+  const double *gv = ln_tensor_data(gc), *lv = ln_tensor_data(lse);
   const int64_t *tv = ln_tensor_data(t);
   const void *xv = ln_tensor_data(x), *wv = w ? ln_tensor_data(w) : NULL;
   void *dv = ln_tensor_data(dx);
-  int64_t rows = g->N * g->S;
-  double scale = g->reduction == LN_REDUCTION_MEAN ? 1.0 / g->total_weight : 1.0;
+  const ln_layer_kernels *lk = ln_layer_kernels_of(x);
+  ln_status st = LN_OK;
+  if (lk) {
+    st = lk->cross_entropy_backward(ln_tensor_device(x).index, dt, g, xv, tv, wv, lv, gv, dv);
+  } else {
+    int64_t rows = g->N * g->S;
 #pragma omp parallel for schedule(static) if (rows * g->C > CE_PAR_MIN)
-  for (int64_t r = 0; r < rows; r++) {
-    int64_t c0 = class_of(g, tv, r), b = row_start(g, r);
-    double coef = 0;
-    if (c0 >= 0)
-      coef = (wv ? ld(wv, c0, f64) : 1.0) * scale *
-             (g->reduction == LN_REDUCTION_NONE ? gv[r] : gv[0]);
-    for (int64_t c = 0; c < g->C; c++) {
-      int64_t i = b + c * g->S;
-      double v = c0 < 0 ? 0.0 : coef * (exp(ld(xv, i, f64) - s->lse[r]) - (c == c0));
-      if (f64) ((double *)dv)[i] = v;
-      else ((float *)dv)[i] = (float)v;
-    }
+    for (int64_t r = 0; r < rows; r++) ln_ce_row_backward(g, xv, tv, wv, lv[r], gv, f64, r, dv);
   }
   ln_tensor_release(gc);
+  if (st != LN_OK) {
+    ln_tensor_release(dx);
+    return st;
+  }
   grad_in[0] = dx;
   return LN_OK;
+}
+
+static ln_status bad_target(int64_t v) {
+  return ln_error(LN_EINVAL, "Target %lld is out of bounds.", (long long)v);
 }
 
 /* The first target that is neither ignored nor a class, as PyTorch's
 ** "Target 11 is out of bounds." (the value as given). */
 static ln_status check_targets(const ce_geom *g, const int64_t *t) {
   for (int64_t r = 0; r < g->N * g->S; r++)
-    if (t[r] != g->ignore_index && (t[r] - g->base < 0 || t[r] - g->base >= g->C))
-      return ln_error(LN_EINVAL, "Target %lld is out of bounds.", (long long)t[r]);
+    if (ln_ce_bad_target(g, t[r])) return bad_target(t[r]);
   return LN_OK;
 }
 
 static ln_status ce_record(ln_tensor *out, ln_tensor *input, ln_tensor *xc, ln_tensor *tc,
-                           ln_tensor *wc, const ce_geom *g, double *lse) {
-  int64_t rows = g->N * g->S;
+                           ln_tensor *lse, ln_tensor *wc, const ce_geom *g) {
   ln_node *node = ln_node_new("CrossEntropyLossBackward0", ce_backward, &input, 1, 1);
-  ce_saved *s = node ? malloc(sizeof *s + sizeof(double) * (size_t)rows) : NULL;
+  ce_geom *s = node ? malloc(sizeof *s) : NULL;
   if (!s) {
     ln_node_release(node);
     return node ? ln_error(LN_ENOMEM, "out of memory in cross_entropy") : ln_last_status();
   }
-  s->g = *g;
-  memcpy(s->lse, lse, sizeof(double) * (size_t)rows);
+  *s = *g;
   node->extra = s;
   node->free_extra = free;
-  ln_tensor *src[3] = { xc, tc, wc };
-  for (int i = 0; i < 3 && src[i]; i++) {
+  ln_tensor *src[4] = { xc, tc, lse, wc };
+  for (int i = 0; i < 4 && src[i]; i++) {
     ln_tensor *d = ln_detach(src[i]);
     if (!d) {
       ln_node_release(node);
@@ -148,53 +131,67 @@ static ln_status ce_record(ln_tensor *out, ln_tensor *input, ln_tensor *xc, ln_t
   return LN_OK;
 }
 
+/* The rows on the CPU: lse and loss per row (loss in double), targets
+** checked first, the sums in row order. */
+static ln_status ce_rows_cpu(ce_geom *g, const void *xv, const int64_t *tv, const void *wv,
+                             bool f64, double *lse, double *loss, ln_ce_result *res) {
+  int64_t rows = g->N * g->S;
+  ln_status st = check_targets(g, tv);
+  if (st != LN_OK) return st;
+#pragma omp parallel for schedule(static) if (rows * g->C > CE_PAR_MIN)
+  for (int64_t r = 0; r < rows; r++) loss[r] = ln_ce_row(g, xv, tv, wv, f64, r, &lse[r]);
+  *res = (ln_ce_result){ .bad_row = rows };
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t c0 = ln_ce_class(g, tv, r);
+    res->total += loss[r];
+    if (c0 >= 0) res->total_weight += ln_ce_weight(wv, c0, f64);
+  }
+  return LN_OK;
+}
+
 /* Losses per row (weighted), the reduction, and the node. Input float32
 ** or float64, shapes checked. */
 static ln_tensor *ce_run(ln_tensor *input, ln_tensor *target, ln_tensor *weight, ce_geom *g) {
   ln_dtype dt = ln_tensor_dtype(input);
+  ln_device dev = ln_tensor_device(input);
   bool f64 = dt == LN_F64;
   int64_t rows = g->N * g->S;
-  ln_tensor *xc = ln_contiguous(input, LN_CONTIGUOUS), *out = NULL;
+  const ln_layer_kernels *lk = ln_layer_kernels_of(input);
+  bool none = g->reduction == LN_REDUCTION_NONE;
+  ln_ce_result res;
+  ln_status st;
+  ln_tensor *xc = ln_contiguous(input, LN_CONTIGUOUS), *out = NULL, *lse = NULL, *loss = NULL;
   ln_tensor *tc = xc ? ln_contiguous(target, LN_CONTIGUOUS) : NULL;
   ln_tensor *wc = tc && weight ? ln_contiguous(weight, LN_CONTIGUOUS) : NULL;
-  double *buf = malloc(sizeof(double) * (size_t)(2 * rows + 1));
-  if (!tc || (weight && !wc) || !buf) {
-    if (!buf) ln_error(LN_ENOMEM, "out of memory in cross_entropy");
-    goto done;
-  }
-  double *loss = buf, *lse = buf + rows;
+  if (!tc || (weight && !wc)) goto done;
+  /* per row: lse (float64, kept by the node) and the loss (float64 on the
+  ** CPU; on a device in dt, written only for reduction none) */
+  if (!(lse = ln_empty(&rows, 1, LN_F64, dev))) goto done;
+  if (!lk) loss = ln_empty(&rows, 1, LN_F64, LN_DEVICE_CPU);
+  else if (none) loss = ln_empty(ln_tensor_sizes(target), ln_tensor_dim(target), dt, dev);
+  if ((!lk || none) && !loss) goto done;
   const int64_t *tv = ln_tensor_data(tc);
   const void *xv = ln_tensor_data(xc), *wv = wc ? ln_tensor_data(wc) : NULL;
-  if (check_targets(g, tv) != LN_OK) goto done;
-#pragma omp parallel for schedule(static) if (rows * g->C > CE_PAR_MIN)
-  for (int64_t r = 0; r < rows; r++) {
-    int64_t c0 = class_of(g, tv, r), b = row_start(g, r);
-    double mx = -INFINITY, sum = 0;
-    for (int64_t c = 0; c < g->C; c++) mx = fmax(mx, ld(xv, b + c * g->S, f64));
-    for (int64_t c = 0; c < g->C; c++) sum += exp(ld(xv, b + c * g->S, f64) - mx);
-    lse[r] = mx + log(sum);
-    loss[r] = c0 < 0 ? 0.0 : (wv ? ld(wv, c0, f64) : 1.0) * (lse[r] - ld(xv, b + c0 * g->S, f64));
-  }
-  double total = 0;
-  g->total_weight = 0;
-  for (int64_t r = 0; r < rows; r++) {
-    int64_t c0 = class_of(g, tv, r);
-    total += loss[r];
-    if (c0 >= 0) g->total_weight += wv ? ld(wv, c0, f64) : 1.0;
-  }
-  if (g->reduction == LN_REDUCTION_NONE) {
-    if (!(out = ln_empty(ln_tensor_sizes(target), ln_tensor_dim(target), dt, LN_DEVICE_CPU)))
-      goto done;
-    for (int64_t r = 0; r < rows; r++) {
-      if (f64) ((double *)ln_tensor_data(out))[r] = loss[r];
-      else ((float *)ln_tensor_data(out))[r] = (float)loss[r];
-    }
+  if (lk)
+    st = lk->cross_entropy_forward(dev.index, dt, g, xv, tv, wv, ln_tensor_data(lse),
+                                   loss ? ln_tensor_data(loss) : NULL, &res);
+  else
+    st = ce_rows_cpu(g, xv, tv, wv, f64, ln_tensor_data(lse), ln_tensor_data(loss), &res);
+  if (st == LN_OK && res.bad_row < rows) st = bad_target(res.bad_target);
+  if (st != LN_OK) goto done;
+  g->total_weight = res.total_weight;
+  if (none && lk) {
+    out = loss;
+    loss = NULL;
+  } else if (none) {
+    if (!(out = ln_empty(ln_tensor_sizes(target), ln_tensor_dim(target), dt, dev))) goto done;
+    const double *lv = ln_tensor_data(loss);
+    for (int64_t r = 0; r < rows; r++) ln_sh_st(ln_tensor_data(out), r, f64, lv[r]);
   } else {
-    double v = g->reduction == LN_REDUCTION_SUM ? total : total / g->total_weight;
-    if (!(out = ln_full(NULL, 0, v, dt, LN_DEVICE_CPU))) goto done;
+    double v = g->reduction == LN_REDUCTION_SUM ? res.total : res.total / res.total_weight;
+    if (!(out = ln_full(NULL, 0, v, dt, dev))) goto done;
   }
-  if (ln_any_requires_grad(&input, 1) &&
-      ce_record(out, input, xc, tc, wc, g, lse) != LN_OK) {
+  if (ln_any_requires_grad(&input, 1) && ce_record(out, input, xc, tc, lse, wc, g) != LN_OK) {
     ln_tensor_release(out);
     out = NULL;
   }
@@ -202,7 +199,8 @@ done:
   ln_tensor_release(xc);
   ln_tensor_release(tc);
   ln_tensor_release(wc);
-  free(buf);
+  ln_tensor_release(lse);
+  ln_tensor_release(loss);
   return out;
 }
 
@@ -210,7 +208,7 @@ done:
 static ln_status check_ce(ln_tensor *x, ln_tensor *t, ln_tensor *w, ce_geom *g) {
   char b1[96], b2[96];
   int nd = ln_tensor_dim(x), td = ln_tensor_dim(t);
-  ln_status st = ln_layer_check_float("cross_entropy", x);
+  ln_status st = ln_layer_check_float("cross_entropy", x, LN_LAYER_HAS(x, cross_entropy_forward));
   if (st != LN_OK) return st;
   if (nd == 0)
     return ln_error(LN_EINVAL, "cross_entropy: expected input of 1 or more dims (got 0)");

@@ -5,11 +5,13 @@
 ** MaxPool2d and AdaptiveAvgPool2d modules.
 **
 ** Kernels take float32 or float64 (16-bit inputs go through float32) and
-** read and write through strides, one (sample, channel) plane per
-** iteration of an OpenMP loop, so that any layout works and no two
-** threads write the same element. The output keeps the input's memory
-** format. The max-pool node keeps, for each output, the plane offset
-** (ih * W + iw) of its maximum.
+** read and write through strides, so that any layout works. On the CPU one
+** (sample, channel) plane is one iteration of an OpenMP loop, so no two
+** threads write the same element; on another device the table of
+** nn/layers_device.h runs the same per-output arithmetic
+** (nn/layers_shared.h). The output keeps the input's memory format. The
+** max-pool node saves, for each output, the plane offset (ih * W + iw) of
+** its maximum (an int64 tensor on the input's device).
 */
 #include <math.h>
 #include <stdio.h>
@@ -17,30 +19,14 @@
 #include <string.h>
 
 #include "../core/autograd.h"
+#include "layers_device.h"
 #include "layers_impl.h"
+#include "layers_shared.h"
 
 #define POOL_PAR_MIN (1 << 14)   /* outputs below which loops stay serial */
 
-/* The geometry both pools share: input (N, C, H, W), output (OH, OW). */
-typedef struct pool_geom {
-  int64_t N, C, H, W, OH, OW;
-  int64_t kh, kw, sh, sw, ph, pw, dh, dw;   /* max pool only */
-  ln_memory_format fmt;
-} pool_geom;
+typedef ln_pool_geom pool_geom;
 
-static inline double ld(const void *p, int64_t i, bool f64) {
-  return f64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
-}
-
-static inline void st(void *p, int64_t i, bool f64, double v) {
-  if (f64) ((double *)p)[i] = v;
-  else ((float *)p)[i] = (float)v;
-}
-
-/* Element (n, c, h, w) of a 4-D tensor with strides s. */
-static inline int64_t at(const int64_t *s, int64_t n, int64_t c, int64_t h, int64_t w) {
-  return n * s[0] + c * s[1] + h * s[2] + w * s[3];
-}
 
 /* Run op on a 4-D view of x: (C, H, W) gets a batch of one; 16-bit
 ** inputs go through float32. */
@@ -68,29 +54,30 @@ static ln_tensor *pool_dispatch(ln_tensor *x, const pool_call *c) {
   return y3;
 }
 
-/* A zeroed gradient for an input of g's sizes, in g's format. */
-static ln_tensor *zeros_for(const pool_geom *g, ln_dtype dt) {
+/* A gradient for an input of g's sizes, in g's format, on dev: zeroed on
+** the CPU, whose loops add into it; uninitialised on a device, whose
+** kernels write every element. */
+static ln_tensor *grad_for(const pool_geom *g, ln_dtype dt, ln_device dev) {
   int64_t sizes[4] = { g->N, g->C, g->H, g->W };
-  ln_tensor *t = ln_empty_format(sizes, 4, dt, LN_DEVICE_CPU, g->fmt);
-  if (t && ln_zero_(t) != LN_OK) {
+  ln_tensor *t = ln_empty_format(sizes, 4, dt, dev, g->fmt);
+  if (t && dev.type == LN_CPU && ln_zero_(t) != LN_OK) {
     ln_tensor_release(t);
     return NULL;
   }
   return t;
 }
 
-/* The (N, C, OH, OW) output for x of geometry g, in g's format. When x
-** needs a graph, also *node, a new node named name whose extra (freed with
-** it) holds g followed by extra_bytes more for the op's use; else *node is
-** NULL. On failure returns NULL with the error set and nothing held. */
+/* The (N, C, OH, OW) output for x of geometry g, in g's format, on x's
+** device. When x needs a graph, also *node, a new node named name whose
+** extra (freed with it) holds g; else *node is NULL. On failure returns
+** NULL with the error set and nothing held. */
 static ln_tensor *pool_output(ln_tensor *x, const pool_geom *g, const char *name,
-                              ln_backward_fn backward, size_t extra_bytes, const char *op,
-                              ln_node **node) {
+                              ln_backward_fn backward, const char *op, ln_node **node) {
   ln_dtype dt = ln_tensor_dtype(x);
   int64_t sizes[4] = { g->N, g->C, g->OH, g->OW };
-  ln_tensor *y = ln_empty_format(sizes, 4, dt, LN_DEVICE_CPU, g->fmt);
+  ln_tensor *y = ln_empty_format(sizes, 4, dt, ln_tensor_device(x), g->fmt);
   bool grad = ln_any_requires_grad(&x, 1);
-  pool_geom *s = grad ? malloc(sizeof *s + extra_bytes) : NULL;
+  pool_geom *s = grad ? malloc(sizeof *s) : NULL;
   *node = s ? ln_node_new(name, backward, &x, 1, 1) : NULL;
   if (!y || (grad && !*node)) {
     if (grad && !s) ln_error(LN_ENOMEM, "out of memory in %s", op);
@@ -109,21 +96,17 @@ static ln_tensor *pool_output(ln_tensor *x, const pool_geom *g, const char *name
   return y;
 }
 
-/* Records node (from pool_output, or NULL) as y's history and drops it. */
-static void pool_finish(ln_tensor *y, ln_node *node) {
-  if (!node) return;
-  ln_set_history(y, node, 0);
+/* Records node (from pool_output, or NULL) as y's history and drops it;
+** on a failed status drops both and returns NULL. */
+static ln_tensor *pool_finish(ln_tensor *y, ln_node *node, ln_status st) {
+  if (st == LN_OK && node) ln_set_history(y, node, 0);
   ln_node_release(node);
+  if (st == LN_OK) return y;
+  ln_tensor_release(y);
+  return NULL;
 }
 
 /* ---- max_pool2d ---- */
-
-typedef struct maxpool_saved {
-  pool_geom g;
-  int64_t idx[];   /* N * C * OH * OW plane offsets, plane by plane */
-} maxpool_saved;
-_Static_assert(offsetof(maxpool_saved, idx) == sizeof(pool_geom),
-               "pool_output allocates the indices right after the geometry");
 
 /* PyTorch's pooling_output_shape: floor (or ceil) division, and in ceil
 ** mode the last window must start inside the input or its left padding. */
@@ -163,9 +146,10 @@ static ln_status check_max_pool(const ln_tensor *x, const ln_pool2d_params *p,
     if (ln_tensor_size(x, d) == 0)
       return ln_error(LN_EINVAL, "Expected 3D or 4D (batch mode) tensor with optional 0 dim "
                       "batch size for input, but got:%s", ln_layer_sizes_str(x, buf, sizeof buf));
-  return ln_layer_check_float("max_pool2d", x);
+  return ln_layer_check_float("max_pool2d", x, LN_LAYER_HAS(x, max_pool2d_forward));
 }
 
+/* y = window maxima; idx (NULL when not wanted) = their plane offsets. */
 static void max_pool_kernel(const pool_geom *g, const void *x, const int64_t *xs, void *y,
                             const int64_t *ys, int64_t *idx, bool f64) {
   int64_t planes = g->N * g->C;
@@ -175,55 +159,56 @@ static void max_pool_kernel(const pool_geom *g, const void *x, const int64_t *xs
     int64_t *ip = idx ? idx + q * g->OH * g->OW : NULL;
     for (int64_t oh = 0; oh < g->OH; oh++) {
       for (int64_t ow = 0; ow < g->OW; ow++) {
-        double best = -INFINITY;
-        int64_t arg = -1;
-        for (int64_t i = 0; i < g->kh; i++) {
-          int64_t ih = oh * g->sh - g->ph + i * g->dh;
-          if (ih < 0 || ih >= g->H) continue;
-          for (int64_t j = 0; j < g->kw; j++) {
-            int64_t iw = ow * g->sw - g->pw + j * g->dw;
-            if (iw < 0 || iw >= g->W) continue;
-            double v = ld(x, at(xs, n, c, ih, iw), f64);
-            if (arg < 0 || v > best || isnan(v)) {
-              best = v;
-              arg = ih * g->W + iw;
-            }
-          }
-        }
-        st(y, at(ys, n, c, oh, ow), f64, best);
+        int64_t arg;
+        double best = ln_max_pool_at(g, x, xs, f64, n, c, oh, ow, &arg);
+        ln_sh_st(y, ln_sh_at(ys, n, c, oh, ow), f64, best);
         if (ip) *ip++ = arg;
       }
     }
   }
 }
 
-static ln_status max_pool_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in) {
-  const maxpool_saved *s = node->extra;
-  const pool_geom *g = &s->g;
-  if (!grad_out[0]) return LN_OK;
-  ln_dtype dt = (ln_dtype)node->ints[0];
-  ln_tensor *gy = ln_to_dtype(grad_out[0], dt), *dx = gy ? zeros_for(g, dt) : NULL;
-  if (!dx) {
-    ln_tensor_release(gy);
-    return ln_last_status();
-  }
-  const int64_t *gs = ln_tensor_strides(gy), *ds = ln_tensor_strides(dx);
-  const void *gp = ln_tensor_data(gy);
-  void *dp = ln_tensor_data(dx);
-  bool f64 = dt == LN_F64;
+/* dx += each gy at the position of its maximum (dx zeroed). */
+static void max_pool_backward_kernel(const pool_geom *g, const int64_t *idx, const void *gp,
+                                     const int64_t *gs, void *dp, const int64_t *ds,
+                                     bool f64) {
   int64_t planes = g->N * g->C;
 #pragma omp parallel for schedule(static) if (planes * g->OH * g->OW > POOL_PAR_MIN)
   for (int64_t q = 0; q < planes; q++) {
     int64_t n = q / g->C, c = q % g->C;
-    const int64_t *ip = s->idx + q * g->OH * g->OW;
+    const int64_t *ip = idx + q * g->OH * g->OW;
     for (int64_t oh = 0; oh < g->OH; oh++)
       for (int64_t ow = 0; ow < g->OW; ow++, ip++) {
         if (*ip < 0) continue;
-        int64_t k = at(ds, n, c, *ip / g->W, *ip % g->W);
-        st(dp, k, f64, ld(dp, k, f64) + ld(gp, at(gs, n, c, oh, ow), f64));
+        int64_t k = ln_sh_at(ds, n, c, *ip / g->W, *ip % g->W);
+        ln_sh_st(dp, k, f64, ln_sh_ld(dp, k, f64) + ln_sh_ld(gp, ln_sh_at(gs, n, c, oh, ow), f64));
       }
   }
+}
+
+/* Saved: the indices of the maxima (int64, on the input's device). */
+static ln_status max_pool_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in) {
+  const pool_geom *g = node->extra;
+  if (!grad_out[0]) return LN_OK;
+  ln_tensor *idx = ln_node_saved(node, 0);
+  if (!idx) return ln_last_status();
+  ln_dtype dt = (ln_dtype)node->ints[0];
+  ln_device dev = ln_tensor_device(idx);
+  ln_tensor *gy = ln_to_dtype(grad_out[0], dt), *dx = gy ? grad_for(g, dt, dev) : NULL;
+  ln_status st = dx ? LN_OK : ln_last_status();
+  const ln_layer_kernels *lk = ln_layer_kernels_of(idx);
+  if (dx && lk)
+    st = lk->max_pool2d_backward(dev.index, dt, g, ln_tensor_data(idx), ln_tensor_data(gy),
+                                 ln_tensor_strides(gy), ln_tensor_data(dx),
+                                 ln_tensor_strides(dx));
+  else if (dx)
+    max_pool_backward_kernel(g, ln_tensor_data(idx), ln_tensor_data(gy), ln_tensor_strides(gy),
+                             ln_tensor_data(dx), ln_tensor_strides(dx), dt == LN_F64);
   ln_tensor_release(gy);
+  if (st != LN_OK) {
+    ln_tensor_release(dx);
+    return st;
+  }
   grad_in[0] = dx;
   return LN_OK;
 }
@@ -244,16 +229,26 @@ static ln_tensor *max_pool_run(ln_tensor *x, const void *params) {
              (long long)g.W, (long long)g.C, (long long)g.OH, (long long)g.OW);
     return NULL;
   }
-  size_t nout = (size_t)(g.N * g.C * g.OH * g.OW);
   ln_node *node;
   ln_tensor *y = pool_output(x, &g, "MaxPool2DWithIndicesBackward0", max_pool_backward,
-                             sizeof(int64_t) * nout, "max_pool2d", &node);
+                             "max_pool2d", &node);
   if (!y) return NULL;
-  maxpool_saved *s = node ? node->extra : NULL;
-  max_pool_kernel(&g, ln_tensor_data(x), ln_tensor_strides(x), ln_tensor_data(y),
-                  ln_tensor_strides(y), s ? s->idx : NULL, ln_tensor_dtype(x) == LN_F64);
-  pool_finish(y, node);
-  return y;
+  int64_t nout = g.N * g.C * g.OH * g.OW;
+  ln_tensor *idx = node ? ln_empty(&nout, 1, LN_I64, ln_tensor_device(x)) : NULL;
+  ln_status st = node && !idx ? ln_last_status() : LN_OK;
+  int64_t *ip = idx ? ln_tensor_data(idx) : NULL;
+  const ln_layer_kernels *lk = ln_layer_kernels_of(x);
+  bool f64 = ln_tensor_dtype(x) == LN_F64;
+  if (st == LN_OK && lk)
+    st = lk->max_pool2d_forward(ln_tensor_device(x).index, ln_tensor_dtype(x), &g,
+                                ln_tensor_data(x), ln_tensor_strides(x), ln_tensor_data(y),
+                                ln_tensor_strides(y), ip);
+  else if (st == LN_OK)
+    max_pool_kernel(&g, ln_tensor_data(x), ln_tensor_strides(x), ln_tensor_data(y),
+                    ln_tensor_strides(y), ip, f64);
+  if (st == LN_OK && node) ln_node_save(node, idx);
+  ln_tensor_release(idx);
+  return pool_finish(y, node, st);
 }
 
 ln_tensor *ln_max_pool2d(ln_tensor *x, const ln_pool2d_params *params) {
@@ -270,14 +265,6 @@ ln_tensor *ln_max_pool2d(ln_tensor *x, const ln_pool2d_params *params) {
 
 /* ---- adaptive_avg_pool2d ---- */
 
-static inline int64_t start_index(int64_t i, int64_t out, int64_t in) {
-  return i * in / out;
-}
-
-static inline int64_t end_index(int64_t i, int64_t out, int64_t in) {
-  return ((i + 1) * in + out - 1) / out;
-}
-
 /* y = window means of x (forward), or dx += gy / window size (backward:
 ** x is gy, y is dx). */
 static void adaptive_kernel(const pool_geom *g, const void *x, const int64_t *xs, void *y,
@@ -287,40 +274,51 @@ static void adaptive_kernel(const pool_geom *g, const void *x, const int64_t *xs
   for (int64_t q = 0; q < planes; q++) {
     int64_t n = q / g->C, c = q % g->C;
     for (int64_t oh = 0; oh < g->OH; oh++) {
-      int64_t h0 = start_index(oh, g->OH, g->H), h1 = end_index(oh, g->OH, g->H);
+      int64_t h0 = ln_adaptive_start(oh, g->OH, g->H), h1 = ln_adaptive_end(oh, g->OH, g->H);
       for (int64_t ow = 0; ow < g->OW; ow++) {
-        int64_t w0 = start_index(ow, g->OW, g->W), w1 = end_index(ow, g->OW, g->W);
-        double count = (double)((h1 - h0) * (w1 - w0));
-        if (backward) {
-          double v = ld(x, at(xs, n, c, oh, ow), f64) / count;
-          for (int64_t ih = h0; ih < h1; ih++)
-            for (int64_t iw = w0; iw < w1; iw++) {
-              int64_t k = at(ys, n, c, ih, iw);
-              st(y, k, f64, ld(y, k, f64) + v);
-            }
-        } else {
-          double sum = 0;
-          for (int64_t ih = h0; ih < h1; ih++)
-            for (int64_t iw = w0; iw < w1; iw++) sum += ld(x, at(xs, n, c, ih, iw), f64);
-          st(y, at(ys, n, c, oh, ow), f64, sum / count);
+        if (!backward) {
+          ln_sh_st(y, ln_sh_at(ys, n, c, oh, ow), f64,
+                   ln_adaptive_avg_at(g, x, xs, f64, n, c, oh, ow));
+          continue;
         }
+        int64_t w0 = ln_adaptive_start(ow, g->OW, g->W), w1 = ln_adaptive_end(ow, g->OW, g->W);
+        double v = ln_sh_ld(x, ln_sh_at(xs, n, c, oh, ow), f64) / (double)((h1 - h0) * (w1 - w0));
+        for (int64_t ih = h0; ih < h1; ih++)
+          for (int64_t iw = w0; iw < w1; iw++) {
+            int64_t k = ln_sh_at(ys, n, c, ih, iw);
+            ln_sh_st(y, k, f64, ln_sh_ld(y, k, f64) + v);
+          }
       }
     }
   }
+}
+
+/* adaptive_kernel on x's device (the table's entry off the CPU). */
+static ln_status adaptive_on(const ln_tensor *x, const pool_geom *g, ln_tensor *y,
+                             bool backward) {
+  const ln_layer_kernels *lk = ln_layer_kernels_of(x);
+  ln_dtype dt = ln_tensor_dtype(x);
+  if (lk)
+    return lk->adaptive_avg_pool2d(ln_tensor_device(x).index, dt, g, ln_tensor_data(x),
+                                   ln_tensor_strides(x), ln_tensor_data(y),
+                                   ln_tensor_strides(y), backward);
+  adaptive_kernel(g, ln_tensor_data(x), ln_tensor_strides(x), ln_tensor_data(y),
+                  ln_tensor_strides(y), dt == LN_F64, backward);
+  return LN_OK;
 }
 
 static ln_status adaptive_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in) {
   const pool_geom *g = node->extra;
   if (!grad_out[0]) return LN_OK;
   ln_dtype dt = (ln_dtype)node->ints[0];
-  ln_tensor *gy = ln_to_dtype(grad_out[0], dt), *dx = gy ? zeros_for(g, dt) : NULL;
-  if (!dx) {
-    ln_tensor_release(gy);
-    return ln_last_status();
-  }
-  adaptive_kernel(g, ln_tensor_data(gy), ln_tensor_strides(gy), ln_tensor_data(dx),
-                  ln_tensor_strides(dx), dt == LN_F64, true);
+  ln_tensor *gy = ln_to_dtype(grad_out[0], dt);
+  ln_tensor *dx = gy ? grad_for(g, dt, ln_tensor_device(gy)) : NULL;
+  ln_status st = dx ? adaptive_on(gy, g, dx, true) : ln_last_status();
   ln_tensor_release(gy);
+  if (st != LN_OK) {
+    ln_tensor_release(dx);
+    return st;
+  }
   grad_in[0] = dx;
   return LN_OK;
 }
@@ -334,13 +332,10 @@ static ln_tensor *adaptive_run(ln_tensor *x, const void *params) {
   g.OH = size[0] < 0 ? g.H : size[0];
   g.OW = size[1] < 0 ? g.W : size[1];
   ln_node *node;
-  ln_tensor *y = pool_output(x, &g, "AdaptiveAvgPool2DBackward0", adaptive_backward, 0,
+  ln_tensor *y = pool_output(x, &g, "AdaptiveAvgPool2DBackward0", adaptive_backward,
                              "adaptive_avg_pool2d", &node);
   if (!y) return NULL;
-  adaptive_kernel(&g, ln_tensor_data(x), ln_tensor_strides(x), ln_tensor_data(y),
-                  ln_tensor_strides(y), ln_tensor_dtype(x) == LN_F64, false);
-  pool_finish(y, node);
-  return y;
+  return pool_finish(y, node, adaptive_on(x, &g, y, false));
 }
 
 ln_tensor *ln_adaptive_avg_pool2d(ln_tensor *x, const int64_t output_size[2]) {
@@ -368,7 +363,9 @@ ln_tensor *ln_adaptive_avg_pool2d(ln_tensor *x, const int64_t output_size[2]) {
              (long long)output_size[1]);
     return NULL;
   }
-  if (ln_layer_check_float("adaptive_avg_pool2d", x) != LN_OK) return NULL;
+  if (ln_layer_check_float("adaptive_avg_pool2d", x, LN_LAYER_HAS(x, adaptive_avg_pool2d)) !=
+      LN_OK)
+    return NULL;
   pool_call c = { adaptive_run, output_size };
   return pool_dispatch(x, &c);
 }
