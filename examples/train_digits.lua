@@ -17,6 +17,9 @@ python3-sklearn ships, checkpointing every epoch:
                        for more to pay, and one thread is not slowed down by
                        other busy processes as a team of threads waiting
                        for each other is)
+  --device D           cpu (default), cuda or cuda:N: where the model, the
+                       batches and Adam's state live; an error when CUDA is
+                       not available
   --help
 
 The 1797 images are split 80/20 into training and test sets with a fixed
@@ -29,7 +32,8 @@ global random generator's state (dropout draws from it) and the settings.
 seeded shuffle of epoch p depends only on the seed and p), so an
 interrupted run resumed ends with the same parameters, to the bit, as an
 uninterrupted one run with the same --threads (kernels may split their
-work by the thread count).
+work by the thread count) and --device. Checkpoints are written from the
+CPU's copies, so one made on a GPU resumes on the CPU and the other way.
 
 require("examples.train_digits") returns the pieces (build_model, the
 data, the checkpoint functions, main) without running anything.
@@ -42,7 +46,8 @@ local progress = require("lunet.progress")
 
 local M = {}
 
-M.defaults = { model = "cnn", epochs = 10, batch_size = 32, lr = 0.002, seed = 0, threads = 1 }
+M.defaults = { model = "cnn", epochs = 10, batch_size = 32, lr = 0.002, seed = 0, threads = 1,
+               device = "cpu" }
 
 -- ---- the models ----
 
@@ -86,7 +91,8 @@ function M.load_data()
   return train_set, images:index_select(1, test), labels:index_select(1, test)
 end
 
---- M.accuracy(model, x, y) -> correct, total: eval-mode predictions.
+--- M.accuracy(model, x, y) -> correct, total: eval-mode predictions (x
+-- and y on the model's device).
 function M.accuracy(model, x, y)
   model:eval()
   local correct = lunet.no_grad(function() return model(x):argmax(2):eq(y):sum():item() end)
@@ -145,7 +151,8 @@ end
 
 local usage = [[
 usage: train_digits.lua [--model cnn|mlp] [--epochs N] [--batch-size N] [--lr X]
-                        [--seed N] [--checkpoint PATH] [--resume] [--threads N]]
+                        [--seed N] [--checkpoint PATH] [--resume] [--threads N]
+                        [--device cpu|cuda|cuda:N]]
 
 -- Option name -> {field, kind}: kind "int" (positive), "number"
 -- (positive), "string", or "flag" (takes no value).
@@ -154,7 +161,7 @@ local options = {
   ["--batch-size"] = { "batch_size", "int" }, ["--lr"] = { "lr", "number" },
   ["--seed"] = { "seed", "int" }, ["--checkpoint"] = { "checkpoint", "string" },
   ["--resume"] = { "resume", "flag" }, ["--threads"] = { "threads", "int" },
-  ["--help"] = { "help", "flag" },
+  ["--device"] = { "device", "string" }, ["--help"] = { "help", "flag" },
 }
 
 --- M.parse_args(argv) -> cfg, given | nil, message: the options given
@@ -200,6 +207,9 @@ function M.parse_args(argv)
   if cfg.model ~= "cnn" and cfg.model ~= "mlp" then
     return nil, ("unknown model '%s' (cnn or mlp)"):format(cfg.model)
   end
+  if cfg.device ~= "cpu" and not cfg.device:match("^cuda$") and not cfg.device:match("^cuda:%d+$") then
+    return nil, ("unknown device '%s' (cpu, cuda or cuda:N)"):format(cfg.device)
+  end
   return cfg, given
 end
 
@@ -236,6 +246,10 @@ function M.main(argv)
     return 0
   end
   lunet.set_num_threads(cfg.threads)
+  if cfg.device ~= "cpu" and not lunet.cuda.is_available() then
+    return fail(("--device %s: CUDA is not available (lunet.cuda.is_available() is false: "
+                 .. "lunet was built without CUDA, or there is no GPU or driver)"):format(cfg.device))
+  end
 
   local ckpt_t, ckpt_meta
   if cfg.resume then
@@ -250,17 +264,18 @@ function M.main(argv)
 
   local train_set, test_x, test_y = M.load_data()
   if not train_set then return fail(test_x) end
+  test_x, test_y = test_x:to(cfg.device), test_y:to(cfg.device)
   local loader = data.DataLoader(train_set, { batch_size = cfg.batch_size, shuffle = true,
                                               seed = cfg.seed })
   lunet.manual_seed(cfg.seed)
-  local model = M.build_model(cfg.model)
+  local model = M.build_model(cfg.model):to(cfg.device)
   local opt = optim.Adam(model:parameters(), { lr = cfg.lr })
   local first = 1
   if ckpt_t then first = M.restore(ckpt_t, ckpt_meta, model, opt, loader) + 1 end
 
-  print(("%s: %d parameters; %d training and %d test images; batch %d, Adam lr %g, %d thread(s)")
+  print(("%s: %d parameters; %d training and %d test images; batch %d, Adam lr %g, %s, %d thread(s)")
         :format(cfg.model, count_parameters(model), #train_set, test_y:size(1), cfg.batch_size,
-                cfg.lr, lunet.get_num_threads()))
+                cfg.lr, cfg.device, lunet.get_num_threads()))
   if ckpt_t then
     print(("resuming from %s after epoch %d"):format(cfg.checkpoint, first - 1))
   end
@@ -272,6 +287,7 @@ function M.main(argv)
     local sum, steps = 0, 0
     model:train()
     for _, xb, yb in loader:iter() do
+      xb, yb = xb:to(cfg.device), yb:to(cfg.device)
       local loss = nn.functional.cross_entropy(model(xb), yb)
       opt:zero_grad()
       loss:backward()

@@ -9,6 +9,7 @@ local helpers = require("tests.spec.helpers")
 local train_digits = require("examples.train_digits")
 
 local q = helpers.shell_quote
+local gpu_it = helpers.cuda_it(it, pending, true)   -- needs the real device
 
 -- Run the example with `args`; returns its stdout, stderr and exit status.
 local function run(args)
@@ -137,6 +138,24 @@ describe("examples/train_digits.lua", function()
     assert.truthy(errs3:find("--batch-size 16 differs from " .. part .. "'s 64", 1, true), errs3)
   end)
 
+  gpu_it("trains on --device cuda as on the CPU, and its checkpoint resumes on the CPU", function()
+    local cpu_ckpt, gpu_ckpt = dir .. "/cpu3.safetensors", dir .. "/gpu3.safetensors"
+    local out, errs, code = run("--epochs 3 --checkpoint " .. q(cpu_ckpt))
+    assert.equal(0, code, errs)
+    local gout, gerrs, gcode = run("--epochs 3 --device cuda --checkpoint " .. q(gpu_ckpt))
+    assert.equal(0, gcode, gerrs)
+    assert.truthy(gout:find("^cnn: 8474 parameters; .*, cuda, "), gout)
+    local ep, gep = epochs_of(out), epochs_of(gout)
+    assert.equal(3, #gep, gout)
+    for e = 1, 3 do   -- the same run up to float32 rounding in another order
+      assert.is_true(math.abs(ep[e].loss - gep[e].loss) < 0.02, gout)
+      assert.is_true(math.abs(ep[e].accuracy - gep[e].accuracy) < 3, gout)
+    end
+    local out2, errs2, code2 = run("--resume --epochs 4 --checkpoint " .. q(gpu_ckpt))
+    assert.equal(0, code2, errs2)
+    assert.truthy(out2:find("resuming from " .. gpu_ckpt .. " after epoch 3", 1, true), out2)
+  end)
+
   it("refuses bad options and a missing checkpoint", function()
     local _, errs, code = run("--epochs 0")
     assert.equal(1, code)
@@ -150,6 +169,14 @@ describe("examples/train_digits.lua", function()
     _, errs, code = run("--resume --checkpoint " .. q(dir .. "/none.safetensors"))
     assert.equal(1, code)
     assert.truthy(errs:find("cannot resume: ", 1, true), errs)
+    _, errs, code = run("--device tpu")
+    assert.equal(1, code)
+    assert.truthy(errs:find("unknown device 'tpu' (cpu, cuda or cuda:N)", 1, true), errs)
+    if not lunet.cuda.is_available() then
+      _, errs, code = run("--device cuda --epochs 1")
+      assert.equal(1, code)
+      assert.truthy(errs:find("--device cuda: CUDA is not available", 1, true), errs)
+    end
     local out
     out, _, code = run("--help")
     assert.equal(0, code)
