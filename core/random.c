@@ -1,6 +1,7 @@
 /*
 ** random.c -- the global random generator: Philox4x32-10 (Salmon et al.,
-** "Parallel random numbers: as easy as 1, 2, 3", SC'11), keyed by the seed.
+** "Parallel random numbers: as easy as 1, 2, 3", SC'11), keyed by the seed;
+** the generator and its values are in core/philox.h, shared with CUDA.
 ** A draw of n elements reserves a range of counters [offset, offset + k)
 ** and element i takes lane i % L of block offset + i / L, where one block
 ** yields L values (4 in float arithmetic, 2 in double). Every element is
@@ -12,9 +13,10 @@
 #include <string.h>
 
 #include "autograd.h"
+#include "device_kernels.h"
+#include "philox.h"
 #include "random.h"
 
-#define LN_TWO_PI 6.283185307179586476925
 #define LN_DEFAULT_SEED UINT64_C(67280421310721)   /* PyTorch's default */
 
 static ln_rng_state rng = { LN_DEFAULT_SEED, 0 };
@@ -54,39 +56,14 @@ static ln_rng_state reserve(uint64_t blocks) {
   return s;
 }
 
-/* ---- Philox4x32-10 ---- */
-
-typedef struct { uint32_t v[4]; } philox_out;
-
-static inline philox_out philox(uint64_t seed, uint64_t counter) {
-  uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-  for (int r = 0; r < 10; r++) {
-    uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-    c0 = n0; c1 = (uint32_t)p1; c2 = n2; c3 = (uint32_t)p0;
-    k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
-  }
-  return (philox_out){ { c0, c1, c2, c3 } };
-}
-
-/* Uniform in [0, 1) from 24 bits (float) or 53 bits (double). */
-static inline float unit_f(uint32_t a) { return (float)(a >> 8) * 0x1p-24f; }
-static inline double unit_d(uint32_t a, uint32_t b) {
-  return (double)((((uint64_t)a << 32) | b) >> 11) * 0x1p-53;
-}
-
 /* ---- filling a contiguous buffer ---- */
 
-typedef enum { DRAW_UNIFORM, DRAW_NORMAL } draw_kind;
-
-/* A draw: its kind, parameters and the storage dtype of the values. For
-** uniform draws a value that rounds up to `to` in the storage type is
-** replaced by `below`, the largest storable value under `to`. */
+/* A draw (core/philox.h) and the storage dtype of its values. For uniform
+** draws a value that rounds up to `to` in the storage type is replaced by
+** `below` (ln_philox_uniform_below). */
 typedef struct {
-  draw_kind kind;
+  ln_philox_draw draw;
   ln_dtype dtype;
-  double a, b;        /* from, to  or  mean, std */
   double below;
 } draw_spec;
 
@@ -118,62 +95,51 @@ static double storable_below(ln_dtype t, double to) {
   return get(&bits, t, 0);
 }
 
+double ln_philox_uniform_below(ln_dtype t, double from, double to) {
+  return from < to ? storable_below(t, to) : from;
+}
+
 static inline void store(void *data, int64_t i, const draw_spec *d, double v) {
   put(data, d->dtype, i, v);
-  if (d->kind == DRAW_UNIFORM && get(data, d->dtype, i) >= d->b)
+  if (!d->draw.normal && get(data, d->dtype, i) >= d->draw.b)
     put(data, d->dtype, i, d->below);
 }
 
-/* Values of block `c` in the compute type of d->dtype; returns the count. */
-static inline int block_values(const draw_spec *d, uint64_t seed, uint64_t c,
-                               double out[4]) {
-  philox_out r = philox(seed, c);
-  if (d->dtype == LN_F64) {
-    double u0 = unit_d(r.v[0], r.v[1]), u1 = unit_d(r.v[2], r.v[3]);
-    if (d->kind == DRAW_UNIFORM) {
-      out[0] = d->a + u0 * (d->b - d->a);
-      out[1] = d->a + u1 * (d->b - d->a);
-    } else {  /* Box-Muller; 1 - u0 lies in (0, 1] */
-      double rad = sqrt(-2.0 * log(1.0 - u0)), th = LN_TWO_PI * u1;
-      out[0] = d->a + d->b * rad * cos(th);
-      out[1] = d->a + d->b * rad * sin(th);
-    }
-    return 2;
-  }
-  float from = (float)d->a, to = (float)d->b;
-  for (int p = 0; p < 4; p += 2) {
-    float u0 = unit_f(r.v[p]), u1 = unit_f(r.v[p + 1]);
-    if (d->kind == DRAW_UNIFORM) {
-      out[p] = from + u0 * (to - from);
-      out[p + 1] = from + u1 * (to - from);
-    } else {
-      float rad = sqrtf(-2.0f * logf(1.0f - u0)), th = (float)LN_TWO_PI * u1;
-      out[p] = (float)d->a + (float)d->b * rad * cosf(th);
-      out[p + 1] = (float)d->a + (float)d->b * rad * sinf(th);
-    }
-  }
-  return 4;
+/* The counters an n-element draw uses. Both devices reserve this many, so
+** the generator moves on by the same amount wherever a tensor lives. */
+static int64_t draw_blocks(int64_t n, const draw_spec *d) {
+  int64_t lanes = ln_philox_lanes(&d->draw);
+  return (n + lanes - 1) / lanes;
 }
 
 /* Fill n contiguous elements at data, reserving the counters they use. */
 static void fill_contiguous(void *data, int64_t n, const draw_spec *d) {
-  int64_t lanes = d->dtype == LN_F64 ? 2 : 4;
-  int64_t blocks = (n + lanes - 1) / lanes;
+  int64_t blocks = draw_blocks(n, d);
   ln_rng_state s = reserve((uint64_t)blocks);
 #pragma omp parallel for schedule(static) if (blocks > 4096)
   for (int64_t c = 0; c < blocks; c++) {
     double v[4];
-    int k = block_values(d, s.seed, s.offset + (uint64_t)c, v);
+    int k = ln_philox_block(&d->draw, s.seed, s.offset + (uint64_t)c, v);
     for (int l = 0; l < k && c * k + l < n; l++) store(data, c * k + l, d, v[l]);
   }
 }
 
-/* Fill t (any strides, any device) through a contiguous CPU buffer when t
-** is not itself a contiguous CPU tensor. */
+/* Fill t (any strides, any device): a contiguous CPU tensor directly, a
+** contiguous device tensor with its backend's philox_fill, anything else
+** through a contiguous CPU buffer and a copy. */
 static ln_status fill(ln_tensor *t, const draw_spec *d) {
-  if (ln_tensor_device(t).type == LN_CPU && ln_tensor_is_contiguous(t, LN_CONTIGUOUS)) {
+  ln_device dev = ln_tensor_device(t);
+  bool contiguous = ln_tensor_is_contiguous(t, LN_CONTIGUOUS);
+  if (dev.type == LN_CPU && contiguous) {
     fill_contiguous(ln_tensor_data(t), ln_tensor_numel(t), d);
     return LN_OK;
+  }
+  const ln_device_kernels *k = ln_device_kernels_get(dev);
+  if (contiguous && k && k->philox_fill) {
+    int64_t n = ln_tensor_numel(t);
+    ln_rng_state s = reserve((uint64_t)draw_blocks(n, d));
+    return k->philox_fill(dev.index, ln_tensor_data(t), d->dtype, n, d->draw.normal,
+                          d->draw.a, d->draw.b, s.seed, s.offset);
   }
   ln_tensor *tmp = ln_empty(ln_tensor_sizes(t), ln_tensor_dim(t), ln_tensor_dtype(t), LN_DEVICE_CPU);
   if (!tmp) return ln_last_status();
@@ -199,8 +165,9 @@ ln_status ln_uniform_(ln_tensor *t, double from, double to) {
   if (from > to)
     return ln_error(LN_EINVAL, "uniform_ expects to return a [from, to) range, but "
                     "found from=%g > to=%g", from, to);
-  draw_spec d = { DRAW_UNIFORM, ln_tensor_dtype(t), from, to, from };
-  if (from < to) d.below = storable_below(ln_tensor_dtype(t), to);
+  ln_dtype dt = ln_tensor_dtype(t);
+  draw_spec d = { { false, dt == LN_F64, from, to }, dt,
+                  ln_philox_uniform_below(dt, from, to) };
   return fill(t, &d);
 }
 
@@ -209,27 +176,28 @@ ln_status ln_normal_(ln_tensor *t, double mean, double std) {
   if (st != LN_OK) return st;
   if (!(std >= 0.0))
     return ln_error(LN_EINVAL, "normal expects std >= 0.0, but found std %g", std);
-  draw_spec d = { DRAW_NORMAL, ln_tensor_dtype(t), mean, std, 0 };
+  ln_dtype dt = ln_tensor_dtype(t);
+  draw_spec d = { { true, dt == LN_F64, mean, std }, dt, 0 };
   return fill(t, &d);
 }
 
-/* Create on the CPU, fill, then move to `dev`. */
+/* Create on `dev` and fill there (fill() picks the device's way). */
 static ln_tensor *create_filled(const int64_t *sizes, int ndim, ln_dtype dtype,
-                                ln_device dev, draw_kind kind) {
-  ln_tensor *cpu = ln_empty(sizes, ndim, dtype, LN_DEVICE_CPU), *out = NULL;
-  if (!cpu) return NULL;
-  ln_status st = kind == DRAW_UNIFORM ? ln_uniform_(cpu, 0.0, 1.0) : ln_normal_(cpu, 0.0, 1.0);
-  if (st == LN_OK) out = ln_to_device(cpu, dev);
-  ln_tensor_release(cpu);
-  return out;
+                                ln_device dev, bool normal) {
+  ln_tensor *t = ln_empty(sizes, ndim, dtype, dev);
+  if (!t) return NULL;
+  ln_status st = normal ? ln_normal_(t, 0.0, 1.0) : ln_uniform_(t, 0.0, 1.0);
+  if (st == LN_OK) return t;
+  ln_tensor_release(t);
+  return NULL;
 }
 
 ln_tensor *ln_rand(const int64_t *sizes, int ndim, ln_dtype dtype, ln_device dev) {
-  return create_filled(sizes, ndim, dtype, dev, DRAW_UNIFORM);
+  return create_filled(sizes, ndim, dtype, dev, false);
 }
 
 ln_tensor *ln_randn(const int64_t *sizes, int ndim, ln_dtype dtype, ln_device dev) {
-  return create_filled(sizes, ndim, dtype, dev, DRAW_NORMAL);
+  return create_filled(sizes, ndim, dtype, dev, true);
 }
 
 /* Fisher-Yates: step k (swapping position n-1-k with a position drawn in
@@ -247,7 +215,7 @@ ln_tensor *ln_randperm(int64_t n) {
   int64_t steps = n > 1 ? n - 1 : 0;
   ln_rng_state s = reserve((uint64_t)(steps + 1) / 2);
   for (int64_t k = 0; k < steps; k++) {
-    philox_out r = philox(s.seed, s.offset + (uint64_t)(k / 2));
+    ln_philox4 r = ln_philox(s.seed, s.offset + (uint64_t)(k / 2));
     int l = (int)(k % 2) * 2;
     uint64_t bits = ((uint64_t)r.v[l] << 32) | r.v[l + 1];
     int64_t i = n - 1 - k;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "core/device.h"
 #include "core/random.h"
 
 /* Draw n float64 normals (or uniforms) into a malloc'd array. */
@@ -173,6 +174,104 @@ static void test_randperm(void) {
   CHECK_MSG("non-negative");
 }
 
+/* FNV-1a over a tensor's bytes (contiguous, on the CPU). */
+static uint64_t fnv(const ln_tensor *t, uint64_t h) {
+  const unsigned char *c = ln_tensor_data(t);
+  size_t n = (size_t)ln_tensor_numel(t) * ln_dtype_size(ln_tensor_dtype(t));
+  for (size_t i = 0; i < n; i++) { h ^= c[i]; h *= UINT64_C(0x100000001b3); }
+  return h;
+}
+
+/* Four draws in a row after seeding, as one hash per dtype. */
+static uint64_t draws_hash(ln_dtype dt) {
+  int64_t size[1] = { 1001 };
+  uint64_t h = UINT64_C(0xcbf29ce484222325);
+  ln_manual_seed(2024);
+  for (int k = 0; k < 4; k++) {
+    ln_tensor *t = ln_empty(size, 1, dt, LN_DEVICE_CPU);
+    CHECK_OK(k == 0 ? ln_uniform_(t, 0, 1) : k == 1 ? ln_normal_(t, 0.5, 2)
+             : k == 2 ? ln_uniform_(t, 0.99, 1.0) : ln_uniform_(t, -3, 5));
+    h = fnv(t, h);
+    ln_tensor_release(t);
+  }
+  return h;
+}
+
+/* The values of a seed never change: a saved generator state draws again
+** what it drew when it was saved. The hashes were taken from the
+** generator as first written (before core/philox.h was shared with CUDA). */
+static void test_known_values(void) {
+  static const uint64_t expected[4] = {
+    [LN_F32] = UINT64_C(0x5053da17a5592f5a), [LN_F64] = UINT64_C(0x71117ce76ad75697),
+    [LN_F16] = UINT64_C(0x147894a614f210e3), [LN_BF16] = UINT64_C(0x282953aaf2b37dca),
+  };
+  for (int dt = 0; dt < 4; dt++) CHECK(draws_hash((ln_dtype)dt) == expected[dt]);
+}
+
+/* Largest difference between two tensors' values, relative to the
+** larger magnitude (at least 1). */
+static double max_rel_diff(const ln_tensor *a, const ln_tensor *b) {
+  double worst = 0;
+  for (int64_t i = 0; i < ln_tensor_numel(a); i++) {
+    double x = ln_tensor_get(a, &i), y = ln_tensor_get(b, &i);
+    double m = fmax(1.0, fmax(fabs(x), fabs(y))), d = fabs(x - y) / m;
+    worst = d > worst ? d : worst;
+  }
+  return worst;
+}
+
+/* A draw on a CUDA device is the CPU's draw: uniform values to the bit,
+** normal ones to the last place or so (the devices' logf/sinf/cosf), and
+** the generator moves on by as much. Odd sizes leave part of the last
+** block unused; the transposed view takes the copy path. */
+static void test_cuda_agreement(void) {
+  const ln_backend *b = ln_backend_get(LN_CUDA);
+  if (!b || b->device_count() == 0) {
+    printf("test_random: skipped: no CUDA device (CPU/CUDA agreement is untested)\n");
+    return;
+  }
+  ln_device cuda = { LN_CUDA, 0 };
+  static const double normal_tol[4] = {
+    [LN_F32] = 1e-5, [LN_F64] = 1e-13, [LN_F16] = 1e-3, [LN_BF16] = 8e-3,
+  };
+  int64_t sizes[2] = { 77, 131 };
+  for (int dt = 0; dt < 4; dt++) {
+    for (int k = 0; k < 3; k++) {
+      ln_tensor *t[2];
+      ln_rng_state after[2];
+      for (int on_gpu = 0; on_gpu < 2; on_gpu++) {
+        ln_manual_seed(99);
+        ln_tensor *e = ln_empty(sizes, 2, (ln_dtype)dt, on_gpu ? cuda : LN_DEVICE_CPU);
+        CHECK(e != NULL);
+        if (!e) return;
+        if (k < 2) {
+          CHECK_OK(k == 0 ? ln_uniform_(e, 0.99, 1.0) : ln_normal_(e, 1.5, 3.0));
+        } else {  /* a transposed view, filled in row-major order of its shape */
+          ln_tensor *v = ln_transpose(e, 0, 1);
+          CHECK_OK(ln_uniform_(v, -2, 2));
+          ln_tensor_release(v);
+        }
+        after[on_gpu] = ln_rng_get_state();
+        t[on_gpu] = ln_to_device(e, LN_DEVICE_CPU);
+        ln_tensor_release(e);
+      }
+      CHECK(t[0] && t[1]);
+      if (!t[0] || !t[1]) return;
+      CHECK(after[0].offset == after[1].offset);
+      if (k == 1) CHECK(max_rel_diff(t[0], t[1]) <= normal_tol[dt]);
+      else CHECK(fnv(t[0], 0) == fnv(t[1], 0));
+      ln_tensor_release(t[0]);
+      ln_tensor_release(t[1]);
+    }
+  }
+  ln_manual_seed(3);
+  ln_tensor *g = ln_randn(sizes, 2, LN_F32, cuda);
+  ln_manual_seed(3);
+  ln_tensor *c = ln_randn(sizes, 2, LN_F32, LN_DEVICE_CPU), *gc = g ? ln_to_device(g, LN_DEVICE_CPU) : NULL;
+  CHECK(gc && max_rel_diff(c, gc) <= normal_tol[LN_F32]);
+  ln_tensor_release(g); ln_tensor_release(c); ln_tensor_release(gc);
+}
+
 static void test_errors(void) {
   int64_t size[1] = { 4 };
   ln_tensor *i = ln_zeros(size, 1, LN_I64, LN_DEVICE_CPU);
@@ -206,6 +305,8 @@ int main(void) {
   test_uniform_range();
   test_randperm();
   test_errors();
+  test_known_values();
+  test_cuda_agreement();
   CHECK(ln_tensor_live_count() == live);
   return check_done("test_random");
 }
