@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "device.h"
+#include "storage.h"
 
 #define LN_CPU_ALIGN 64
 
@@ -31,8 +32,9 @@ static struct {
   size_t bytes;
 } cache = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* The smallest cached block of n..n+n/8 bytes, removed from the cache. */
-static void *cache_take(size_t n) {
+/* The smallest cached block of n..n+n/8 bytes, removed from the cache;
+** its size in *size. */
+static void *cache_take(size_t n, size_t *size) {
   int best = -1;
   void *p = NULL;
   pthread_mutex_lock(&cache.lock);
@@ -42,6 +44,7 @@ static void *cache_take(size_t n) {
       best = i;
   if (best >= 0) {
     p = cache.ptr[best];
+    *size = cache.size[best];
     cache.bytes -= cache.size[best];
     cache.n--;
     cache.ptr[best] = cache.ptr[cache.n];
@@ -68,6 +71,7 @@ static bool cache_put(void *p, size_t n) {
 static void cpu_empty_cache(void) {
   pthread_mutex_lock(&cache.lock);
   for (int i = 0; i < cache.n; i++) free(cache.ptr[i]);
+  ln_memory_reserved_add(LN_DEVICE_CPU, -(int64_t)cache.bytes);
   cache.n = 0;
   cache.bytes = 0;
   pthread_mutex_unlock(&cache.lock);
@@ -84,17 +88,23 @@ static size_t block_size(size_t nbytes) {
 
 /* Blocks are kept with their requested size rounded by block_size; a
 ** cached block handed out for a smaller request is freed as that request's
-** size, which only matters for the cache's byte count (a few percent). */
+** size, which only matters for the cache's byte count and the reserved
+** statistic (a few percent): both count it as that size from then on. */
 static void *cpu_alloc(int index, size_t nbytes) {
   (void)index;
-  size_t n = block_size(nbytes);
+  size_t n = block_size(nbytes), got = 0;
   if (!n) return NULL;
-  void *p = n >= CACHE_MIN ? cache_take(n) : NULL;
-  if (!p) p = aligned_alloc(LN_CPU_ALIGN, n);
+  void *p = n >= CACHE_MIN ? cache_take(n, &got) : NULL;
+  if (p) {
+    ln_memory_reserved_add(LN_DEVICE_CPU, -(int64_t)(got - n));
+    return p;
+  }
+  p = aligned_alloc(LN_CPU_ALIGN, n);
   if (!p) {
     cpu_empty_cache();
     p = aligned_alloc(LN_CPU_ALIGN, n);
   }
+  if (p) ln_memory_reserved_add(LN_DEVICE_CPU, (int64_t)n);
   return p;
 }
 
@@ -103,6 +113,7 @@ static void cpu_free(int index, void *ptr, size_t nbytes) {
   size_t n = block_size(nbytes);
   if (n >= CACHE_MIN && cache_put(ptr, n)) return;
   free(ptr);
+  ln_memory_reserved_add(LN_DEVICE_CPU, -(int64_t)n);
 }
 
 static ln_status cpu_copy(void *dst, ln_device dst_dev, const void *src,

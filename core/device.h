@@ -45,6 +45,12 @@ typedef struct ln_backend {
   bool (*supports)(ln_backend_op op, ln_dtype dtype);
   /* Give cached free blocks back to the system; NULL when nothing is cached. */
   void (*empty_cache)(void);
+  /* Wait until the device has finished the work queued on it; NULL when
+  ** every call finishes its work before returning (the CPU). */
+  ln_status (*synchronize)(int index);
+  /* The device's product name ("NVIDIA H100 80GB HBM3") into buf; NULL
+  ** when the backend has none to tell. */
+  ln_status (*device_name)(int index, char *buf, size_t n);
   /* Kernels for core's generic ops (core/device_kernels.h); NULL for the
   ** CPU, whose kernels core calls directly. */
   const struct ln_device_kernels *kernels;

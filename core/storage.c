@@ -44,12 +44,18 @@ static void account(ln_device dev, int64_t delta) {
   }
 }
 
+void ln_memory_reserved_add(ln_device dev, int64_t delta) {
+  ln_memory_stats *s = stats_of(dev);
+  if (s) __atomic_add_fetch(&s->reserved, delta, __ATOMIC_RELAXED);
+}
+
 ln_memory_stats ln_memory_stats_get(ln_device dev) {
-  ln_memory_stats *s = stats_of(dev), out = { 0, 0, 0 };
+  ln_memory_stats *s = stats_of(dev), out = { 0, 0, 0, 0 };
   if (s) {
     out.in_use = __atomic_load_n(&s->in_use, __ATOMIC_RELAXED);
     out.peak = __atomic_load_n(&s->peak, __ATOMIC_RELAXED);
     out.allocations = __atomic_load_n(&s->allocations, __ATOMIC_RELAXED);
+    out.reserved = __atomic_load_n(&s->reserved, __ATOMIC_RELAXED);
   }
   return out;
 }

@@ -40,10 +40,16 @@ typedef struct ln_memory_stats {
   int64_t in_use;      /* bytes held by live storages we allocated */
   int64_t peak;        /* highest in_use since start or last reset */
   int64_t allocations; /* number of successful allocations */
+  int64_t reserved;    /* bytes the device's allocator holds from the
+                          system (cudaMalloc, malloc), its cache included */
 } ln_memory_stats;
 
 ln_memory_stats ln_memory_stats_get(ln_device dev);
 void ln_memory_stats_reset_peak(ln_device dev);
+
+/* For allocators: they took (delta > 0) or gave back (delta < 0) delta
+** bytes of the system's memory for dev. */
+void ln_memory_reserved_add(ln_device dev, int64_t delta);
 
 /* Give the blocks a device's allocator keeps for reuse back to the system
 ** (they do not count as in use). */

@@ -1,7 +1,8 @@
 /*
-** backend.c -- the "cuda" backend table: device memory through the CUDA
-** runtime, copies between host and device, fill, and the kernel table the
-** kernel families fill (cuda/kernels.h). Without a GPU or a driver the
+** backend.c -- the "cuda" backend table: device memory from the caching
+** allocator (cuda/allocator.h), copies between host and device, fill,
+** synchronize, device names, and the kernel table the kernel families
+** fill (cuda/kernels.h). Without a GPU or a driver the
 ** device count is 0, and core refuses CUDA devices before any of the rest
 ** is called.
 */
@@ -10,7 +11,12 @@
 #include <cuda_runtime_api.h>
 
 #include "core/device.h"
+#include "cuda/allocator.h"
+#include "cuda/batchnorm.h"
 #include "cuda/cuda.h"
+#ifdef LN_HAVE_CUDNN
+#include "cuda/cudnn_bn.h"
+#endif
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 
@@ -34,28 +40,16 @@ static int cuda_device_count(void) {
   return device_count_value;
 }
 
-/* cudaMalloc gives NULL for 0 bytes; empty tensors still get a real pointer. */
-static void *cuda_alloc(int index, size_t nbytes) {
-  void *p = NULL;
-  if (cudaSetDevice(index) != cudaSuccess ||
-      cudaMalloc(&p, nbytes ? nbytes : 1) != cudaSuccess) {
-    cudaGetLastError();
-    return NULL;
-  }
-  return p;
-}
-
-/* Nothing can be reported from a free; an error is cleared and dropped. */
 static void cuda_free(int index, void *ptr, size_t nbytes) {
   (void)nbytes;
-  if (cudaSetDevice(index) != cudaSuccess || cudaFree(ptr) != cudaSuccess)
-    cudaGetLastError();
+  ln_cuda_free(index, ptr);
 }
 
 /* Host<->device and device<->device copies, in order on the devices'
 ** streams. A copy involving the host waits for it, so the host side may be
-** reused or read as soon as this returns; a copy between devices first
-** waits for the source's work. */
+** reused or read as soon as this returns. A copy between devices waits for
+** the source's work before and for itself after: the source's block may
+** be freed and reused on the source's stream as soon as this returns. */
 static ln_status cuda_copy(void *dst, ln_device dst_dev, const void *src,
                            ln_device src_dev, size_t nbytes) {
   if (nbytes == 0) return LN_OK;
@@ -64,8 +58,9 @@ static ln_status cuda_copy(void *dst, ln_device dst_dev, const void *src,
     ln_status st = ln_cuda_synchronize(src_dev.index);
     cudaStream_t s = st == LN_OK ? ln_cuda_stream(dst_dev.index) : NULL;
     if (!s) return ln_last_status();
-    return check(cudaMemcpyPeerAsync(dst, dst_dev.index, src, src_dev.index, nbytes, s),
-                 "a copy between devices");
+    st = check(cudaMemcpyPeerAsync(dst, dst_dev.index, src, src_dev.index, nbytes, s),
+               "a copy between devices");
+    return st == LN_OK ? check(cudaStreamSynchronize(s), "a copy between devices") : st;
   }
   enum cudaMemcpyKind kind =
     to_gpu ? (from_gpu ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
@@ -95,11 +90,14 @@ static ln_device_kernels cuda_kernels;
 static const ln_backend cuda_backend = {
   .name = "cuda",
   .device_count = cuda_device_count,
-  .alloc = cuda_alloc,
+  .alloc = ln_cuda_alloc,
   .free = cuda_free,
   .copy = cuda_copy,
   .fill = cuda_fill,
   .supports = cuda_supports,
+  .empty_cache = ln_cuda_empty_cache,
+  .synchronize = ln_cuda_device_synchronize,
+  .device_name = ln_cuda_device_name,
   .kernels = &cuda_kernels,
 };
 
@@ -108,5 +106,9 @@ void ln_cuda_register(void) {
   ln_cuda_install_reduce(&cuda_kernels);
   ln_cuda_install_blas(&cuda_kernels);
   ln_cuda_install_random(&cuda_kernels);
+  ln_cuda_install_batchnorm();
+#ifdef LN_HAVE_CUDNN
+  ln_cudnn_bn_install();
+#endif
   ln_backend_register(LN_CUDA, &cuda_backend);
 }

@@ -9,6 +9,8 @@
 #ifndef LN_CUDA_RUNTIME_H
 #define LN_CUDA_RUNTIME_H
 
+#include <stddef.h>
+
 #include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
@@ -26,6 +28,14 @@ ln_status ln_cuda_check(cudaError_t err, const char *what);
 
 /* Wait until the device's stream has finished its work. */
 ln_status ln_cuda_synchronize(int device);
+
+/* Wait until every stream of the device has finished its work
+** (cudaDeviceSynchronize, for lunet.cuda.synchronize); at once for a
+** device lunet has queued nothing on. */
+ln_status ln_cuda_device_synchronize(int device);
+
+/* The device's product name (cudaGetDeviceProperties) into buf. */
+ln_status ln_cuda_device_name(int device, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,8 @@
 ** l_io.c -- checkpoints and memory statistics from Lua:
 **   lunet.save(path, {name=tensor, ...}, {metadata={k="v"}}) -> true | nil, msg
 **   lunet.load(path) -> {name=tensor, ...}, metadata | nil, msg
-**   lunet.memory_stats() -> {cpu={in_use=, peak=, allocations=}, ["cuda:0"]=...}
+**   lunet.memory_stats() -> {cpu={in_use=, peak=, allocations=, reserved=},
+**                            ["cuda:0"]=...}
 **   lunet.reset_peak_memory_stats()   lunet.empty_cache()
 ** Files are safetensors (core/safetensors.h); tensors are written in name
 ** order. A state dict's `_metadata` table ({[""]={version=1},
@@ -285,13 +286,15 @@ static int l_load(lua_State *L) {
 
 static void push_stats(lua_State *L, ln_device dev) {
   ln_memory_stats s = ln_memory_stats_get(dev);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, (lua_Integer)s.in_use);
   lua_setfield(L, -2, "in_use");
   lua_pushinteger(L, (lua_Integer)s.peak);
   lua_setfield(L, -2, "peak");
   lua_pushinteger(L, (lua_Integer)s.allocations);
   lua_setfield(L, -2, "allocations");
+  lua_pushinteger(L, (lua_Integer)s.reserved);
+  lua_setfield(L, -2, "reserved");
 }
 
 static int cuda_devices(void) {

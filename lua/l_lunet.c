@@ -37,7 +37,27 @@ static void threads_from_env(void) {
   if (end != s && *end == '\0' && n >= 1) omp_set_num_threads((int)n);
 }
 
-/* ---- lunet.cuda ---- */
+/* ---- lunet.cuda ----
+** Devices are given as 0-based indices or "cuda:N" strings, as to PyTorch's
+** torch.cuda functions. Without CUDA support or a device, functions that
+** need one raise ln_device_check's message ("lunet was built without CUDA
+** support", "no CUDA device is available ..."). */
+
+/* The CUDA device index at arg (`dflt` when absent); raises unless that
+** device exists. */
+static int check_cuda_device(lua_State *L, int arg, int dflt) {
+  ln_device d = { LN_CUDA, dflt };
+  if (lua_type(L, arg) == LUA_TSTRING) {
+    if (ln_device_parse(lua_tostring(L, arg), &d) != LN_OK || d.type != LN_CUDA)
+      luaL_argerror(L, arg, "expected a CUDA device (an index or \"cuda:N\")");
+  } else if (!lua_isnoneornil(L, arg)) {
+    lua_Integer i = luaL_checkinteger(L, arg);
+    luaL_argcheck(L, i >= 0 && i < 1024, arg, "device index out of range");
+    d.index = (int)i;
+  }
+  if (ln_device_check(d) != LN_OK) ln_lua_error(L);
+  return d.index;
+}
 
 static int cuda_device_count(lua_State *L) {
   const ln_backend *b = ln_backend_get(LN_CUDA);
@@ -50,6 +70,31 @@ static int cuda_is_available(lua_State *L) {
   lua_pushboolean(L, b != NULL && b->device_count() > 0);
   return 1;
 }
+
+/* synchronize([device]): wait for the work queued on one device, or on
+** every device without an argument. */
+static int cuda_synchronize(lua_State *L) {
+  int first = check_cuda_device(L, 1, 0), last = first;
+  const ln_backend *b = ln_backend_get(LN_CUDA);
+  if (lua_isnoneornil(L, 1)) last = b->device_count() - 1;
+  for (int i = first; i <= last; i++) ln_lua_check_status(L, b->synchronize(i));
+  return 0;
+}
+
+/* get_device_name([device]): the product name, device 0 by default. */
+static int cuda_get_device_name(lua_State *L) {
+  int index = check_cuda_device(L, 1, 0);
+  char name[256];
+  ln_lua_check_status(L, ln_backend_get(LN_CUDA)->device_name(index, name, sizeof name));
+  lua_pushstring(L, name);
+  return 1;
+}
+
+static const luaL_Reg cuda_funcs[] = {
+  { "is_available", cuda_is_available }, { "device_count", cuda_device_count },
+  { "synchronize", cuda_synchronize }, { "get_device_name", cuda_get_device_name },
+  { NULL, NULL }
+};
 
 /* ---- out of memory: collect and let the allocator retry ----
 ** The handler runs a full collection on the main thread of the state that
@@ -121,11 +166,7 @@ int luaopen_lunet(lua_State *L) {
   luaL_setfuncs(L, funcs, 0);
   lua_pushliteral(L, LUNET_VERSION);  /* from project() in CMakeLists.txt */
   lua_setfield(L, -2, "version");
-  lua_createtable(L, 0, 2);
-  lua_pushcfunction(L, cuda_is_available);
-  lua_setfield(L, -2, "is_available");
-  lua_pushcfunction(L, cuda_device_count);
-  lua_setfield(L, -2, "device_count");
+  luaL_newlib(L, cuda_funcs);
   lua_setfield(L, -2, "cuda");
 
   ln_lua_open_tensor(L);     /* first: creates the Tensor metatable */
