@@ -3,10 +3,10 @@
 ** contiguous, to(dtype), to(device).
 **
 ** On the CPU a copy is one strided iteration that converts dtypes on the
-** fly. Between devices (or on a device without kernels) data moves through
-** the backend's copy between dense (contiguous or channels-last) buffers,
-** staging through host memory when a conversion, a broadcast or a layout
-** change is needed.
+** fly; on another device it is the backend's convert kernel (or a plain
+** copy of bytes). Between devices data moves through the backend's copy
+** between dense (contiguous or channels-last) buffers, staged on one side
+** when a conversion, a broadcast or a layout change is needed.
 */
 #include <string.h>
 
@@ -63,7 +63,7 @@ fail:
   return st;
 }
 
-/* ---- copies through a backend ---- */
+/* ---- copies on and between devices ---- */
 
 /* Is t one dense block, and in which format? */
 static bool dense_format(const ln_tensor *t, ln_memory_format *fmt) {
@@ -91,41 +91,60 @@ static bool same_dense_layout(const ln_tensor *a, const ln_tensor *b) {
           ln_tensor_is_contiguous(b, LN_CHANNELS_LAST));
 }
 
-/* A copy where a side is not on the CPU: one backend copy when nothing
-** changes but the device, else src to host, convert there, host to dst. */
+/* dst = src on one non-CPU device, by its convert kernel (any strides,
+** dtypes and broadcast); through a dense copy of src when they overlap. */
+static ln_status copy_on_device(ln_tensor *dst, ln_tensor *src) {
+  static const ln_ew_call convert = { LN_EW_CONVERT, 0, 0.0, LN_F32 };
+  if (same_geometry(dst, src) && dst->dtype == src->dtype) return LN_OK;
+  if (!ln_tensors_share_storage(dst, src)) {
+    if (dst->dtype == src->dtype && same_dense_layout(dst, src)) return raw_copy(dst, src);
+    return ln_device_elementwise("copy_", &convert, dst, &src, 1);
+  }
+  ln_tensor *tmp = ln_empty_like(src, LN_CONTIGUOUS);  /* read everything first */
+  if (!tmp) return ln_last_status();
+  ln_status st = ln_device_elementwise("copy_", &convert, tmp, &src, 1);
+  if (st == LN_OK) st = ln_device_elementwise("copy_", &convert, dst, &tmp, 1);
+  ln_tensor_release(tmp);
+  return st;
+}
+
+/* dst = src on one device (shapes already checked). */
+static ln_status copy_same_device(ln_tensor *dst, ln_tensor *src) {
+  if (ln_tensor_device(dst).type == LN_CPU) return ln_copy_cpu(dst, src);
+  return copy_on_device(dst, src);
+}
+
+/* A copy between devices, with one transfer of bytes between dense
+** buffers: into a dense dst from a src as large, src is first laid out as
+** dst (dtype, layout) on its own device; otherwise a dense src (itself, or
+** a contiguous copy) is moved to dst's device and copied into dst there
+** (converted, broadcast). */
 static ln_status copy_across(ln_tensor *dst, ln_tensor *src) {
-  ln_tensor *host_src = NULL, *host_dst = NULL;
-  ln_memory_format fs, fd;
-  char buf[32];
-  ln_status st = LN_OK;
+  ln_tensor *stage = NULL, *moved = NULL;
+  ln_memory_format fmt;
+  ln_status st;
   if (dst->dtype == src->dtype && same_dense_layout(dst, src)) return raw_copy(dst, src);
-  if (ln_tensor_device(src).type == LN_CPU) {
+  if (ln_tensor_numel(src) == ln_tensor_numel(dst) && dense_format(dst, &fmt)) {
+    stage = ln_empty_format(dst->sizes, dst->ndim, dst->dtype, ln_tensor_device(src), fmt);
+    if (!stage) return ln_last_status();
+    if ((st = copy_same_device(stage, src)) == LN_OK) st = raw_copy(dst, stage);
+    goto done;
+  }
+  if (dense_format(src, &fmt)) {
     ln_tensor_retain(src);
-    host_src = src;
+    stage = src;
   } else {
-    if (!dense_format(src, &fs)) {
-      return ln_error(LN_ERUNTIME, "copying from a non-contiguous %s tensor is not "
-                      "implemented yet", ln_device_str(ln_tensor_device(src), buf, sizeof buf));
-    }
-    host_src = ln_empty_format(src->sizes, src->ndim, src->dtype, LN_DEVICE_CPU, fs);
-    if (!host_src) return ln_last_status();
-    if ((st = raw_copy(host_src, src)) != LN_OK) goto fail;
+    fmt = LN_CONTIGUOUS;
+    stage = ln_empty_format(src->sizes, src->ndim, src->dtype, ln_tensor_device(src), fmt);
+    if (!stage) return ln_last_status();
+    if ((st = copy_same_device(stage, src)) != LN_OK) goto done;
   }
-  if (ln_tensor_device(dst).type == LN_CPU) {
-    st = ln_copy_cpu(dst, host_src);
-    goto fail;
-  }
-  if (!dense_format(dst, &fd)) {
-    st = ln_error(LN_ERUNTIME, "copying into a non-contiguous %s tensor is not implemented "
-                  "yet", ln_device_str(ln_tensor_device(dst), buf, sizeof buf));
-    goto fail;
-  }
-  host_dst = ln_empty_format(dst->sizes, dst->ndim, dst->dtype, LN_DEVICE_CPU, fd);
-  if (!host_dst) { st = ln_last_status(); goto fail; }
-  if ((st = ln_copy_cpu(host_dst, host_src)) == LN_OK) st = raw_copy(dst, host_dst);
-fail:
-  ln_tensor_release(host_src);
-  ln_tensor_release(host_dst);
+  moved = ln_empty_format(src->sizes, src->ndim, src->dtype, ln_tensor_device(dst), fmt);
+  if (!moved) { st = ln_last_status(); goto done; }
+  if ((st = raw_copy(moved, stage)) == LN_OK) st = copy_same_device(dst, moved);
+done:
+  ln_tensor_release(stage);
+  ln_tensor_release(moved);
   return st;
 }
 
@@ -133,8 +152,8 @@ fail:
 static ln_status copy_any(ln_tensor *dst, ln_tensor *src) {
   ln_status st = check_copy_shape(dst, src);
   if (st != LN_OK) return st;
-  if (ln_tensor_device(dst).type == LN_CPU && ln_tensor_device(src).type == LN_CPU)
-    return ln_copy_cpu(dst, src);
+  if (ln_device_eq(ln_tensor_device(dst), ln_tensor_device(src)))
+    return copy_same_device(dst, src);
   return copy_across(dst, src);
 }
 
@@ -168,6 +187,25 @@ static void fill_loop(char **d, const int64_t *s, int64_t n, void *ctx) {
   }
 }
 
+/* A device tensor: one backend fill when it is dense, else a copy of the
+** value (one element moved to the device, broadcast by the convert kernel). */
+static ln_status fill_device(ln_tensor *t, const fill_ctx *c) {
+  ln_device dev = ln_tensor_device(t);
+  ln_memory_format fmt;
+  if (dense_format(t, &fmt)) {
+    const ln_backend *b = ln_backend_get(dev.type);
+    if (!b) return ln_error(LN_EDEVICE, "no backend for this device");
+    return b->fill(dev.index, ln_tensor_data(t), (size_t)ln_tensor_numel(t), c->size, c->elem);
+  }
+  int64_t one = 1;
+  ln_tensor *v = ln_empty(&one, 1, t->dtype, LN_DEVICE_CPU);
+  if (!v) return ln_last_status();
+  memcpy(ln_tensor_data(v), c->elem, c->size);
+  ln_status st = copy_any(t, v);
+  ln_tensor_release(v);
+  return st;
+}
+
 /* Limitation as copy_: no history recorded. */
 ln_status ln_fill_(ln_tensor *t, double value) {
   ln_status st = ln_check_inplace(t);
@@ -175,16 +213,7 @@ ln_status ln_fill_(ln_tensor *t, double value) {
   fill_ctx c = { .size = ln_dtype_size(t->dtype) };
   ln_store_double(c.elem, t->dtype, value);
   ln_device dev = ln_tensor_device(t);
-  if (dev.type != LN_CPU) {
-    ln_memory_format fmt;
-    char buf[32];
-    if (!dense_format(t, &fmt))
-      return ln_error(LN_ERUNTIME, "fill_ of a non-contiguous %s tensor is not implemented "
-                      "yet", ln_device_str(dev, buf, sizeof buf));
-    const ln_backend *b = ln_backend_get(dev.type);
-    if (!b) return ln_error(LN_EDEVICE, "no backend for this device");
-    return b->fill(dev.index, ln_tensor_data(t), (size_t)ln_tensor_numel(t), c.size, c.elem);
-  }
+  if (dev.type != LN_CPU) return fill_device(t, &c);
   ln_strided it;
   ln_strided_init(&it, t->sizes, t->ndim);
   ln_strided_add(&it, ln_tensor_data(t), t->strides, c.size);

@@ -66,6 +66,20 @@ typedef enum ln_grad_select {
   LN_GRAD_SELECT_COUNT
 } ln_grad_select;
 
+/* Integer power by squaring, wrapping on overflow like PyTorch; negative
+** exponents give what integer arithmetic gives (0 unless |x| == 1). The CPU's
+** and the device's kernels share it. */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline int64_t ln_ipow(int64_t x, int64_t y) {
+  if (y < 0) return x == 1 ? 1 : x == -1 ? ((y & 1) ? -1 : 1) : 0;
+  uint64_t r = 1, b = (uint64_t)x;
+  for (; y; y >>= 1, b *= b)
+    if (y & 1) r *= b;
+  return (int64_t)r;
+}
+
 typedef struct ln_device_kernels {
   /* ---- elementwise (operands converted on load to `compute`, the
   ** ln_kernel_dtype of the result, and on store to operand 0's dtype) ---- */

@@ -12,9 +12,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "device_kernels.h"
 #include "ops_impl.h"
 
-enum { OP_AXPY = LN_BINARY_COUNT };  /* a + alpha * b, beside ln_binary_op */
+#define OP_AXPY LN_BINARY_AXPY  /* a + alpha * b, beside ln_binary_op */
 
 typedef struct binary_ctx {
   int op;         /* ln_binary_op or OP_AXPY */
@@ -49,16 +50,6 @@ typedef struct binary_ctx {
     } \
   } while (0)
 
-/* Integer power by squaring, wrapping on overflow like PyTorch; negative
-** exponents give what integer arithmetic gives (0 unless |x| == 1). */
-static inline int64_t ipow(int64_t x, int64_t y) {
-  if (y < 0) return x == 1 ? 1 : x == -1 ? ((y & 1) ? -1 : 1) : 0;
-  uint64_t r = 1, b = (uint64_t)x;
-  for (; y; y >>= 1, b *= b)
-    if (y & 1) r *= b;
-  return (int64_t)r;
-}
-
 #define DEFINE_BINARY(SUF, T, POW) \
   static void binary_##SUF(char **d, const int64_t *s, int64_t n, void *ctx) { \
     const binary_ctx *c = ctx; \
@@ -77,7 +68,7 @@ static inline int64_t ipow(int64_t x, int64_t y) {
 
 DEFINE_BINARY(f32, float, powf)
 DEFINE_BINARY(f64, double, pow)
-DEFINE_BINARY(i64, int64_t, ipow)  /* LN_DIV never runs on int64: it promotes */
+DEFINE_BINARY(i64, int64_t, ln_ipow)  /* LN_DIV never runs on int64: it promotes */
 
 #define DEFINE_COMPARE(SUF, T) \
   static void compare_##SUF(char **d, const int64_t *s, int64_t n, void *ctx) { \
@@ -206,8 +197,8 @@ static ln_status div_backward(ln_node *node, ln_tensor **gout, ln_tensor **gin) 
 }
 
 /* Gradients that need a select (where) rather than plain arithmetic run
-** as one 4-operand kernel: r = f(g, x, y) with x = a, y = b broadcast. */
-typedef enum grad_kind { G_POW_A, G_POW_B, G_MAX_A, G_MAX_B, G_MIN_A, G_MIN_B } grad_kind;
+** as one 4-operand kernel: r = f(g, x, y) with x = a, y = b broadcast
+** (ln_grad_select, core/device_kernels.h). */
 
 #define GRAD_LOOP(T, EXPR) do { \
     for (int64_t i = 0; i < n; i++) { \
@@ -221,13 +212,14 @@ typedef enum grad_kind { G_POW_A, G_POW_B, G_MAX_A, G_MAX_B, G_MIN_A, G_MIN_B } 
 ** b >= 0 (d/db), instead of 0 * inf. Ties of max/min share the gradient. */
 #define DEFINE_GRAD(SUF, T, POW, LOG) \
   static void grad_##SUF(char **d, const int64_t *s, int64_t n, void *ctx) { \
-    switch (*(const grad_kind *)ctx) { \
-    case G_POW_A: GRAD_LOOP(T, y == 0 ? (T)0 : g * y * POW(x, y - 1)); break; \
-    case G_POW_B: GRAD_LOOP(T, x == 0 && y >= 0 ? (T)0 : g * POW(x, y) * LOG(x)); break; \
-    case G_MAX_A: GRAD_LOOP(T, x > y ? g : x == y ? g / 2 : (T)0); break; \
-    case G_MAX_B: GRAD_LOOP(T, y > x ? g : x == y ? g / 2 : (T)0); break; \
-    case G_MIN_A: GRAD_LOOP(T, x < y ? g : x == y ? g / 2 : (T)0); break; \
-    case G_MIN_B: GRAD_LOOP(T, y < x ? g : x == y ? g / 2 : (T)0); break; \
+    switch (*(const ln_grad_select *)ctx) { \
+    case LN_GRAD_POW_A: GRAD_LOOP(T, y == 0 ? (T)0 : g * y * POW(x, y - 1)); break; \
+    case LN_GRAD_POW_B: GRAD_LOOP(T, x == 0 && y >= 0 ? (T)0 : g * POW(x, y) * LOG(x)); break; \
+    case LN_GRAD_MAX_A: GRAD_LOOP(T, x > y ? g : x == y ? g / 2 : (T)0); break; \
+    case LN_GRAD_MAX_B: GRAD_LOOP(T, y > x ? g : x == y ? g / 2 : (T)0); break; \
+    case LN_GRAD_MIN_A: GRAD_LOOP(T, x < y ? g : x == y ? g / 2 : (T)0); break; \
+    case LN_GRAD_MIN_B: GRAD_LOOP(T, y < x ? g : x == y ? g / 2 : (T)0); break; \
+    default: break; \
     } \
   }
 
@@ -235,7 +227,7 @@ DEFINE_GRAD(f32, float, powf, logf)
 DEFINE_GRAD(f64, double, pow, log)
 
 /* r = kernel(g, a, b) in g's dtype, then fitted to input i. */
-static ln_status select_grad(ln_node *node, int i, grad_kind kind, ln_tensor *g,
+static ln_status select_grad(ln_node *node, int i, ln_grad_select kind, ln_tensor *g,
                              ln_tensor *a, ln_tensor *b, ln_tensor **gin) {
   ln_tensor *ts[3] = { g, a, b };
   int64_t sizes[LN_MAX_DIMS];
@@ -244,8 +236,17 @@ static ln_status select_grad(ln_node *node, int i, grad_kind kind, ln_tensor *g,
   ln_tensor *r = ln_empty(sizes, nd, g->dtype, ln_tensor_device(g));
   if (!r) return ln_last_status();
   ln_dtype k = ln_kernel_dtype(g->dtype);
-  ln_dtype want[4] = { k, k, k, k };
-  ln_elementwise_run(r, ts, 3, want, k == LN_F64 ? grad_f64 : grad_f32, &kind);
+  if (ln_tensor_device(r).type == LN_CPU) {
+    ln_dtype want[4] = { k, k, k, k };
+    ln_elementwise_run(r, ts, 3, want, k == LN_F64 ? grad_f64 : grad_f32, &kind);
+  } else {
+    ln_ew_call call = { LN_EW_GRAD_SELECT, kind, 0.0, k };
+    ln_status st = ln_device_elementwise(node->name, &call, r, ts, 3);
+    if (st != LN_OK) {
+      ln_tensor_release(r);
+      return st;
+    }
+  }
   return fit_take(node, i, r, gin);
 }
 
@@ -253,13 +254,13 @@ static ln_status select_grad(ln_node *node, int i, grad_kind kind, ln_tensor *g,
 static ln_status select_backward(ln_node *node, ln_tensor **gout, ln_tensor **gin) {
   ln_tensor *a = ln_node_saved(node, 0), *b = ln_node_saved(node, 1);
   if (!a || !b) return ln_last_status();
-  if (ln_cpu_only(node->name, ln_tensor_device(gout[0])) != LN_OK) return ln_last_status();
   int op = (int)node->scalars[1];
-  grad_kind ka = op == LN_POW ? G_POW_A : op == LN_MAXIMUM ? G_MAX_A : G_MIN_A;
+  ln_grad_select ka = op == LN_POW ? LN_GRAD_POW_A : op == LN_MAXIMUM ? LN_GRAD_MAX_A
+                                                                      : LN_GRAD_MIN_A;
   ln_status st = LN_OK;
   if (ln_needs_grad(node, 0)) st = select_grad(node, 0, ka, gout[0], a, b, gin);
   if (st == LN_OK && ln_needs_grad(node, 1))
-    st = select_grad(node, 1, (grad_kind)(ka + 1), gout[0], a, b, gin);
+    st = select_grad(node, 1, (ln_grad_select)(ka + 1), gout[0], a, b, gin);
   return st;
 }
 
@@ -299,26 +300,38 @@ static ln_status record_binary(int op, ln_tensor *out, ln_tensor *a, ln_tensor *
 
 /* ---- forward ---- */
 
+/* out = ts[0] op ts[1] (broadcast to out's shape), computed in rt's kernel
+** dtype: the CPU kernels or the device's. */
+static ln_status run_binary(int op, double alpha, ln_dtype rt, ln_tensor *out,
+                            ln_tensor *const *ts) {
+  ln_dtype k = ln_kernel_dtype(rt);
+  if (ln_tensor_device(out).type != LN_CPU) {
+    ln_ew_call call = { LN_EW_BINARY, op, alpha, k };
+    return ln_device_elementwise(op_names[op], &call, out, ts, 2);
+  }
+  ln_dtype want[3] = { k, k, k };
+  binary_ctx c = { op, alpha };
+  ln_elementwise_run(out, ts, 2, want, binary_kernels[k], &c);
+  return LN_OK;
+}
+
 static ln_tensor *binary_forward(int op, ln_tensor *a, ln_tensor *b, double alpha) {
   ln_tensor *ts[2] = { a, b };
   int64_t sizes[LN_MAX_DIMS];
   int nd;
   ln_device dev;
   ln_dtype rt = LN_F32;
-  if (ln_common_device(ts, 2, &dev) != LN_OK || ln_cpu_only(op_names[op], dev) != LN_OK ||
-      binary_dtype(op, a, b, &rt) != LN_OK || ln_broadcast_shape(ts, 2, sizes, &nd) != LN_OK)
+  if (ln_common_device(ts, 2, &dev) != LN_OK || binary_dtype(op, a, b, &rt) != LN_OK ||
+      ln_broadcast_shape(ts, 2, sizes, &nd) != LN_OK)
     return NULL;
   ln_tensor *out = ln_empty_format(sizes, nd, rt, dev, ln_elementwise_format(sizes, nd, ts, 2));
   if (!out) return NULL;
-  ln_dtype k = ln_kernel_dtype(rt);
-  ln_dtype want[3] = { k, k, k };
-  binary_ctx c = { op, alpha };
-  ln_elementwise_run(out, ts, 2, want, binary_kernels[k], &c);
-  if (ln_any_requires_grad(ts, 2) && record_binary(op, out, a, b, alpha) != LN_OK) {
-    ln_tensor_release(out);
-    return NULL;
-  }
+  if (run_binary(op, alpha, rt, out, ts) != LN_OK) goto fail;
+  if (ln_any_requires_grad(ts, 2) && record_binary(op, out, a, b, alpha) != LN_OK) goto fail;
   return out;
+fail:
+  ln_tensor_release(out);
+  return NULL;
 }
 
 ln_tensor *ln_binary(ln_binary_op op, ln_tensor *a, ln_tensor *b) {
@@ -354,15 +367,22 @@ ln_tensor *ln_compare(ln_compare_op op, ln_tensor *a, ln_tensor *b) {
     return NULL;
   }
   static const char *const names[LN_COMPARE_COUNT] = { "eq", "ne", "lt", "le", "gt", "ge" };
-  if (ln_common_device(ts, 2, &dev) != LN_OK || ln_cpu_only(names[op], dev) != LN_OK ||
-      ln_broadcast_shape(ts, 2, sizes, &nd) != LN_OK)
+  if (ln_common_device(ts, 2, &dev) != LN_OK || ln_broadcast_shape(ts, 2, sizes, &nd) != LN_OK)
     return NULL;
   ln_tensor *out = ln_empty_format(sizes, nd, LN_BOOL, dev,
                                    ln_elementwise_format(sizes, nd, ts, 2));
   if (!out) return NULL;
   ln_dtype k = ln_kernel_dtype(ln_result_type(ts, 2));
-  ln_dtype want[3] = { LN_BOOL, k, k };
-  ln_elementwise_run(out, ts, 2, want, compare_kernels[k], &op);
+  if (dev.type == LN_CPU) {
+    ln_dtype want[3] = { LN_BOOL, k, k };
+    ln_elementwise_run(out, ts, 2, want, compare_kernels[k], &op);
+  } else {
+    ln_ew_call call = { LN_EW_COMPARE, op, 0.0, k };
+    if (ln_device_elementwise(names[op], &call, out, ts, 2) != LN_OK) {
+      ln_tensor_release(out);
+      return NULL;
+    }
+  }
   return out;  /* comparisons are not differentiable: no history */
 }
 
@@ -371,6 +391,16 @@ static bool can_cast(ln_dtype from, ln_dtype to) {
   if (ln_dtype_is_float(from) && !ln_dtype_is_float(to)) return false;
   if (from != LN_BOOL && to == LN_BOOL) return false;
   return true;
+}
+
+/* The device of an in-place op's output must be the op's: a 0-dim CPU
+** tensor cannot take the result of an op with a device tensor. */
+static ln_status same_device(const ln_tensor *a, ln_device dev) {
+  char b1[32], b2[32];
+  if (ln_device_eq(ln_tensor_device(a), dev)) return LN_OK;
+  return ln_error(LN_EINVAL, "Expected all tensors to be on the same device, but found at "
+                  "least two devices, %s and %s!", ln_device_str(dev, b1, sizeof b1),
+                  ln_device_str(ln_tensor_device(a), b2, sizeof b2));
 }
 
 /* a op= b. Limitation: no history is recorded, so an in-place op on a
@@ -385,7 +415,7 @@ ln_status ln_binary_(ln_binary_op op, ln_tensor *a, ln_tensor *b) {
   if ((unsigned)op >= LN_BINARY_COUNT) return ln_error(LN_EINVAL, "invalid binary op %d", (int)op);
   ln_status st = ln_check_inplace(a);
   if (st == LN_OK) st = ln_common_device(ts, 2, &dev);
-  if (st == LN_OK) st = ln_cpu_only(op_names[op], dev);
+  if (st == LN_OK) st = same_device(a, dev);
   if (st == LN_OK) st = binary_dtype(op, a, b, &rt);
   if (st == LN_OK) st = ln_broadcast_shape(ts, 2, sizes, &nd);
   if (st != LN_OK) return st;
@@ -403,13 +433,10 @@ ln_status ln_binary_(ln_binary_op op, ln_tensor *a, ln_tensor *b) {
   /* b overlapping a in another layout would be read after being written */
   if (b != a && ln_tensors_share_storage(a, b)) {
     if (!(tmp = ln_empty_like(b, LN_CONTIGUOUS))) return ln_last_status();
-    if ((st = ln_copy_cpu(tmp, b)) != LN_OK) goto fail;
+    if ((st = ln_copy_(tmp, b)) != LN_OK) goto fail;
     ts[1] = tmp;
   }
-  ln_dtype k = ln_kernel_dtype(rt);
-  ln_dtype want[3] = { k, k, k };
-  binary_ctx c = { op, 1.0 };
-  ln_elementwise_run(a, ts, 2, want, binary_kernels[k], &c);
+  st = run_binary(op, 1.0, rt, a, ts);
 fail:
   ln_tensor_release(tmp);
   return st;

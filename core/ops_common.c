@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "device_kernels.h"
 #include "ops_impl.h"
 
 const char *ln_torch_type_name(ln_dtype t) {
@@ -266,26 +267,104 @@ bool ln_tensors_share_storage(const ln_tensor *a, const ln_tensor *b) {
 
 /* ---- the elementwise driver ---- */
 
+/* An iteration over out and in broadcast to its shape, strides scaled by
+** each operand's element size (bytes) or left in elements (elem_bytes
+** false), prepared with out as the primary operand. */
+static void ew_iteration(ln_strided *it, ln_tensor *out, ln_tensor *const *in, int nin,
+                         bool elem_bytes) {
+  int64_t st[LN_MAX_DIMS];
+  ln_strided_init(it, out->sizes, out->ndim);
+  ln_strided_add(it, ln_tensor_data(out), out->strides,
+                 elem_bytes ? ln_dtype_size(out->dtype) : 1);
+  for (int i = 0; i < nin; i++) {
+    ln_broadcast_strides(in[i], out->sizes, out->ndim, st);
+    ln_strided_add(it, ln_tensor_data(in[i]), st, elem_bytes ? ln_dtype_size(in[i]->dtype) : 1);
+  }
+  ln_strided_prepare(it, 0);
+}
+
 void ln_elementwise_run(ln_tensor *out, ln_tensor *const *in, int nin,
                         const ln_dtype *want, ln_loop_fn kernel, void *ctx) {
   ln_strided it;
-  int64_t st[LN_MAX_DIMS];
-  ln_strided_init(&it, out->sizes, out->ndim);
-  ln_strided_add(&it, ln_tensor_data(out), out->strides, ln_dtype_size(out->dtype));
   ln_cast_ctx cast = { .kernel = kernel, .ctx = ctx, .nops = nin + 1, .n_out = 1 };
   bool convert = false;
   cast.have[0] = out->dtype;
   cast.want[0] = want[0];
   for (int i = 0; i < nin; i++) {
-    ln_broadcast_strides(in[i], out->sizes, out->ndim, st);
-    ln_strided_add(&it, ln_tensor_data(in[i]), st, ln_dtype_size(in[i]->dtype));
     cast.have[i + 1] = in[i]->dtype;
     cast.want[i + 1] = want[i + 1];
   }
   for (int op = 0; op <= nin; op++) convert |= cast.have[op] != cast.want[op];
-  ln_strided_prepare(&it, 0);
+  ew_iteration(&it, out, in, nin, true);
   if (convert) ln_strided_run(&it, ln_cast_loop, &cast);
   else ln_strided_run(&it, kernel, ctx);
+}
+
+/* ---- device kernels ---- */
+
+void ln_ew_desc_for(ln_ew_desc *d, ln_tensor *out, ln_tensor *const *in, int nin) {
+  ln_strided it;
+  ew_iteration(&it, out, in, nin, false);
+  memset(d, 0, sizeof *d);
+  d->device = ln_tensor_device(out).index;
+  d->ndim = it.ndim;
+  d->nops = it.nops;
+  d->numel = it.numel;
+  for (int op = 0; op < it.nops; op++) {
+    d->ops[op].data = it.data[op];
+    d->ops[op].dtype = op == 0 ? out->dtype : in[op - 1]->dtype;
+  }
+  for (int k = 0; k < it.ndim; k++) {  /* ln_strided is innermost first */
+    int dim = it.ndim - 1 - k;
+    d->sizes[dim] = it.sizes[k];
+    for (int op = 0; op < it.nops; op++) d->ops[op].strides[dim] = it.strides[k][op];
+  }
+}
+
+static bool has_entry(const ln_device_kernels *k, ln_ew_family f) {
+  if (!k) return false;
+  switch (f) {
+  case LN_EW_UNARY: return k->unary != NULL;
+  case LN_EW_BINARY: return k->binary != NULL;
+  case LN_EW_COMPARE: return k->compare != NULL;
+  case LN_EW_GRAD_SELECT: return k->grad_select != NULL;
+  case LN_EW_CONVERT: return k->convert != NULL;
+  }
+  return false;
+}
+
+ln_status ln_device_elementwise(const char *name, const ln_ew_call *call, ln_tensor *out,
+                                ln_tensor *const *in, int nin) {
+  ln_device dev = ln_tensor_device(out);
+  const ln_device_kernels *k = ln_device_kernels_get(dev);
+  ln_tensor *use[LN_EW_MAX_OPS] = { NULL }, *moved[LN_EW_MAX_OPS] = { NULL };
+  ln_ew_desc d;
+  ln_status st = LN_OK;
+  if (dev.type == LN_CPU)
+    return ln_error(LN_ERUNTIME, "%s: cpu tensors have no device kernels", name);
+  if (!has_entry(k, call->family)) return ln_cpu_only(name, dev);
+  for (int i = 0; i < nin; i++) {
+    use[i] = in[i];
+    if (ln_device_eq(ln_tensor_device(in[i]), dev)) continue;
+    moved[i] = ln_empty(in[i]->sizes, in[i]->ndim, in[i]->dtype, dev);
+    if (!moved[i]) { st = ln_last_status(); goto fail; }
+    if ((st = ln_copy_(moved[i], in[i])) != LN_OK) goto fail;
+    use[i] = moved[i];
+  }
+  ln_ew_desc_for(&d, out, use, nin);
+  if (d.numel == 0) goto fail;
+  switch (call->family) {
+  case LN_EW_UNARY: st = k->unary((ln_unary_op)call->op, call->compute, &d); break;
+  case LN_EW_BINARY: st = k->binary(call->op, call->alpha, call->compute, &d); break;
+  case LN_EW_COMPARE: st = k->compare((ln_compare_op)call->op, call->compute, &d); break;
+  case LN_EW_GRAD_SELECT:
+    st = k->grad_select((ln_grad_select)call->op, call->compute, &d);
+    break;
+  case LN_EW_CONVERT: st = k->convert(&d); break;
+  }
+fail:
+  for (int i = 0; i < nin; i++) ln_tensor_release(moved[i]);
+  return st;
 }
 
 /* ---- autograd helpers ---- */

@@ -78,6 +78,34 @@ void ln_elementwise_run(ln_tensor *out, ln_tensor *const *in, int nin,
 ** on the CPU; safe when they share memory. No autograd. (copy.c) */
 ln_status ln_copy_cpu(ln_tensor *dst, ln_tensor *src);
 
+/* ---- device kernels (core/device_kernels.h, not included here: its
+** ln_reduce_kind names clash with dist.h's ln_reduce_op) ---- */
+struct ln_ew_desc;
+
+/* The description of out (operand 0) and inputs broadcast to out's shape,
+** all on one device: size-1 dims dropped, dims ordered by out's strides
+** and merged where contiguous for every operand (ln_strided_prepare),
+** then written outermost first. nin < LN_EW_MAX_OPS. */
+void ln_ew_desc_for(struct ln_ew_desc *d, ln_tensor *out, ln_tensor *const *in, int nin);
+
+/* Which entry of the kernel table an elementwise op calls, and with what. */
+typedef enum ln_ew_family {
+  LN_EW_UNARY, LN_EW_BINARY, LN_EW_COMPARE, LN_EW_GRAD_SELECT, LN_EW_CONVERT
+} ln_ew_family;
+typedef struct ln_ew_call {
+  ln_ew_family family;
+  int op;            /* the family's op (ln_unary_op, LN_BINARY_AXPY, ln_grad_select...) */
+  double alpha;      /* LN_BINARY_AXPY */
+  ln_dtype compute;  /* ln_kernel_dtype of the result (not for convert) */
+} ln_ew_call;
+
+/* Run call over out (on a non-CPU device) and inputs broadcast to its
+** shape. Inputs on the CPU (0-dim tensors beside device ones) are copied
+** to out's device first. "<name> is not implemented for <device> tensors
+** yet" when the backend lacks the entry. */
+ln_status ln_device_elementwise(const char *name, const ln_ew_call *call, ln_tensor *out,
+                                ln_tensor *const *in, int nin);
+
 /* ---- autograd ---- */
 /* In-place ops refuse a leaf that requires grad while grad mode is on. */
 ln_status ln_check_inplace(const ln_tensor *t);

@@ -135,20 +135,24 @@ ln_tensor *ln_unary(ln_unary_op op, ln_tensor *a) {
     return NULL;
   }
   ln_device dev = ln_tensor_device(a);
-  if (ln_cpu_only(op_names[op], dev) != LN_OK) return NULL;
   bool to_float = op == LN_SQRT || op == LN_EXP || op == LN_LOG;
   ln_dtype rt = to_float && !ln_dtype_is_float(a->dtype) ? LN_F32 : a->dtype;
   ln_tensor *out = ln_empty_format(a->sizes, a->ndim, rt, dev,
                                    ln_elementwise_format(a->sizes, a->ndim, &a, 1));
   if (!out) return NULL;
   ln_dtype k = ln_kernel_dtype(rt);
-  ln_dtype want[2] = { k, k };
-  ln_elementwise_run(out, &a, 1, want, unary_kernels[k], &op);
-  if (ln_any_requires_grad(&a, 1) && record_unary(op, out, a) != LN_OK) {
-    ln_tensor_release(out);
-    return NULL;
+  if (dev.type == LN_CPU) {
+    ln_dtype want[2] = { k, k };
+    ln_elementwise_run(out, &a, 1, want, unary_kernels[k], &op);
+  } else {
+    ln_ew_call call = { LN_EW_UNARY, op, 0.0, k };
+    if (ln_device_elementwise(op_names[op], &call, out, &a, 1) != LN_OK) goto fail;
   }
+  if (ln_any_requires_grad(&a, 1) && record_unary(op, out, a) != LN_OK) goto fail;
   return out;
+fail:
+  ln_tensor_release(out);
+  return NULL;
 }
 
 ln_tensor *ln_neg(ln_tensor *a) { return ln_unary(LN_NEG, a); }

@@ -25,8 +25,8 @@
 **             a float dtype dt (float, double, __half, __nv_bfloat16)
 **
 ** Conversions are core/ops_common.c's (ln_convert) and PyTorch's: float ->
-** integer truncates toward zero, NaN -> 0, out of range saturates (the
-** hardware's conversion; undefined in PyTorch); anything nonzero -> bool
+** integer truncates toward zero, NaN -> 0, out of range saturates
+** (ln_cu_double_to_i64; undefined in PyTorch); anything nonzero -> bool
 ** is true (NaN too); float -> float16/bfloat16 rounds to nearest even; an
 ** int64 becomes a float through double, as on the CPU.
 */
@@ -43,6 +43,12 @@ extern "C" {
 }
 
 #define LN_CU_INLINE __device__ __forceinline__
+
+/* double -> int64 as core/ops_common.c's store_block: NaN -> 0, saturating. */
+__host__ __device__ __forceinline__ int64_t ln_cu_double_to_i64(double x) {
+  return x != x ? 0 : x >= 9.2233720368547758e18 ? INT64_MAX
+                    : x < -9.2233720368547758e18 ? INT64_MIN : (int64_t)x;
+}
 
 /* ---- by storage type ---- */
 
@@ -61,7 +67,7 @@ template <> LN_CU_INLINE __nv_bfloat16 ln_cu_from_float<__nv_bfloat16>(float v) 
   return __float2bfloat16_rn(v);
 }
 template <> LN_CU_INLINE int64_t ln_cu_from_float<int64_t>(float v) {
-  return v != v ? 0 : (int64_t)v;
+  return ln_cu_double_to_i64((double)v);
 }
 template <> LN_CU_INLINE uint8_t ln_cu_from_float<uint8_t>(float v) { return v != 0.0f; }
 
@@ -102,10 +108,7 @@ LN_CU_INLINE int64_t ln_cu_load_i(const void *base, ln_dtype dt, int64_t i) {
   switch (dt) {
   case LN_I64: return ((const int64_t *)base)[i];
   case LN_BOOL: return ((const uint8_t *)base)[i] != 0;
-  default: {
-    double v = ln_cu_load_d(base, dt, i);
-    return v != v ? 0 : (int64_t)v;
-  }
+  default: return ln_cu_double_to_i64(ln_cu_load_d(base, dt, i));
   }
 }
 
@@ -115,7 +118,7 @@ LN_CU_INLINE void ln_cu_store_d(void *base, ln_dtype dt, int64_t i, double v) {
   case LN_F64: ((double *)base)[i] = v; break;
   case LN_F16: ((__half *)base)[i] = __float2half_rn((float)v); break;
   case LN_BF16: ((__nv_bfloat16 *)base)[i] = __float2bfloat16_rn((float)v); break;
-  case LN_I64: ((int64_t *)base)[i] = v != v ? 0 : (int64_t)v; break;
+  case LN_I64: ((int64_t *)base)[i] = ln_cu_double_to_i64(v); break;
   default: ((uint8_t *)base)[i] = v != 0.0; break;
   }
 }
