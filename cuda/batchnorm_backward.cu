@@ -64,16 +64,6 @@ static ln_status sums_launch(const ln_bn_dev_bwd *b, cudaStream_t s, BnWork &w,
   const ln_bn_geom *g = &b->g;
   const ln_bn_dview *ops[2] = { &b->x, &b->dy };
   int vec = bn_vec_for(g, (int)sizeof(T), g->rows ? 4 : 8, ops, 2, &b->mask);
-  ln_bn_red_plan p;
-  if (!ln_bn_red_plan_for(g, b->G, vec, bn_target_ctas(b->device), &p))
-    return ln_error(LN_ERUNTIME, "batch_norm backward: no launch plan for %lld blocks of "
-                    "%lld channels", (long long)b->G, (long long)g->C);
-  void *parts = w.take(sizeof(BnGradPart) * (size_t)(p.G * p.C * p.splits));
-  unsigned *counters = (unsigned *)w.take(sizeof(unsigned) * (size_t)p.tiles);
-  if (!parts || !counters) return ln_last_status();
-  ln_status st = ln_cuda_check(cudaMemsetAsync(counters, 0, sizeof(unsigned) * (size_t)p.tiles,
-                                               s), "batch_norm backward");
-  if (st != LN_OK) return st;
   BnGradOp<T> op = {};
   op.x = (const T *)b->x.v.data;
   op.dy = (const T *)b->dy.v.data;
@@ -86,17 +76,7 @@ static ln_status sums_launch(const ln_bn_dev_bwd *b, cudaStream_t s, BnWork &w,
   }
   op.mean = (const A *)b->stats + LN_BN_MEAN * b->G * g->C;
   op.k = k;
-  bn_with_vec<T>(vec, [&](auto V) {
-    constexpr int VEC = decltype(V)::value;
-    if (!g->rows) {
-      bn_reduce_kernel<BnGradOp<T>, VEC, false><<<(unsigned)p.ctas, p.threads, 0, s>>>(
-        op, p, *g, counters, (BnGradPart *)parts);
-    } else if constexpr (VEC <= 4) {
-      bn_reduce_kernel<BnGradOp<T>, VEC, true><<<(unsigned)p.ctas, p.threads, 0, s>>>(
-        op, p, *g, counters, (BnGradPart *)parts);
-    }
-  });
-  return bn_launched("the batch_norm gradient sums kernel");
+  return bn_reduce_run<T>(op, g, b->G, vec, b->device, s, w, "the batch_norm gradient sums");
 }
 
 /* Coefficients without sums of this call's own: the given float64
@@ -209,9 +189,7 @@ static ln_status backward_t(const ln_bn_dev_bwd *b, cudaStream_t s, double *row)
     }
     st = sums_launch<T>(b, s, w, k);
   } else {
-    int64_t blocks = ln_bn_ceil_div(GC, 256);
-    bn_bwd_coef_kernel<A><<<(unsigned)(blocks > 4096 ? 4096 : blocks), 256, 0, s>>>(
-      k, b->given_sums);
+    bn_bwd_coef_kernel<A><<<bn_blocks_for(GC, 256), 256, 0, s>>>(k, b->given_sums);
     st = bn_launched("the batch_norm backward coefficient kernel");
   }
   if (st != LN_OK || row || (!b->dx.v.data && !b->dz.v.data)) return st;

@@ -444,6 +444,42 @@ static inline ln_status bn_launched(const char *what) {
   return ln_cuda_check(cudaGetLastError(), what);
 }
 
+/* CTAs for a grid-stride loop over n per-channel items. */
+static inline unsigned bn_blocks_for(int64_t n, int threads) {
+  int64_t b = ln_bn_ceil_div(n, threads);
+  return (unsigned)(b < 1 ? 1 : b > 4096 ? 4096 : b);
+}
+
+/* A reduction of Op over the G blocks of g read in vectors of vec (rows:
+** at most 4): its plan, partials and counters (zeroed), and its one
+** launch. what: "the batch_norm statistics", for messages. */
+template <typename T, class Op>
+static ln_status bn_reduce_run(const Op &op, const ln_bn_geom *g, int64_t G, int vec,
+                               int device, cudaStream_t s, BnWork &w, const char *what) {
+  typedef typename Op::Part Part;
+  ln_bn_red_plan p;
+  if (!ln_bn_red_plan_for(g, G, vec, bn_target_ctas(device), &p))
+    return ln_error(LN_ERUNTIME, "%s: no launch plan for %lld blocks of %lld channels", what,
+                    (long long)G, (long long)g->C);
+  Part *parts = (Part *)w.take(sizeof(Part) * (size_t)(p.G * p.C * p.splits));
+  unsigned *counters = (unsigned *)w.take(sizeof(unsigned) * (size_t)p.tiles);
+  if (!parts || !counters) return ln_last_status();
+  ln_status st = ln_cuda_check(
+    cudaMemsetAsync(counters, 0, sizeof(unsigned) * (size_t)p.tiles, s), what);
+  if (st != LN_OK) return st;
+  bn_with_vec<T>(vec, [&](auto V) {
+    constexpr int VEC = decltype(V)::value;
+    if (!g->rows) {
+      bn_reduce_kernel<Op, VEC, false><<<(unsigned)p.ctas, p.threads, 0, s>>>(op, p, *g,
+                                                                              counters, parts);
+    } else if constexpr (VEC <= 4) {
+      bn_reduce_kernel<Op, VEC, true><<<(unsigned)p.ctas, p.threads, 0, s>>>(op, p, *g,
+                                                                             counters, parts);
+    }
+  });
+  return bn_launched(what);
+}
+
 /* ---- between the families ---- */
 
 /* The forward's coefficients ca, cb (G*C of the statistics dtype) and the

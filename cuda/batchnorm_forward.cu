@@ -92,7 +92,7 @@ template <typename T> static ln_status forward_t(const ln_bn_dev_fwd *f, cudaStr
   void *ca = w.take(sizeof(A) * GC), *cb = w.take(sizeof(A) * GC);
   if (!ca || !cb) return ln_last_status();
   ln_status st = bn_forward_coefs(f, s, w, ca, cb);
-  return st != LN_OK ? st : forward_map<T>(f, s, ca, cb);
+  return st != LN_OK || !f->x.v.data ? st : forward_map<T>(f, s, ca, cb);
 }
 
 extern "C" ln_status ln_cuda_bn_forward(const ln_bn_dev_fwd *f) {

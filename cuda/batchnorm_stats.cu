@@ -72,31 +72,11 @@ static ln_status stats_launch(const ln_bn_dev_fwd *f, cudaStream_t s, BnWork &w,
   const ln_bn_geom *g = &f->g;
   const ln_bn_dview *ops[1] = { &f->x };
   int vec = bn_vec_for(g, (int)sizeof(T), g->rows ? 4 : 8, ops, 1, NULL);
-  ln_bn_red_plan p;
-  if (!ln_bn_red_plan_for(g, f->G, vec, bn_target_ctas(f->device), &p))
-    return ln_error(LN_ERUNTIME, "batch_norm: no launch plan for %lld blocks of %lld "
-                    "channels", (long long)f->G, (long long)g->C);
-  void *parts = w.take(sizeof(BnStatPart) * (size_t)(p.G * p.C * p.splits));
-  unsigned *counters = (unsigned *)w.take(sizeof(unsigned) * (size_t)p.tiles);
-  if (!parts || !counters) return ln_last_status();
-  ln_status st = ln_cuda_check(cudaMemsetAsync(counters, 0, sizeof(unsigned) * (size_t)p.tiles,
-                                               s), "batch_norm statistics");
-  if (st != LN_OK) return st;
   BnStatOp<T> op;
   op.x = (const T *)f->x.v.data;
   bn_lv_of(g, vec, f->x, op.s);
   op.k = k;
-  bn_with_vec<T>(vec, [&](auto V) {
-    constexpr int VEC = decltype(V)::value;
-    if (!g->rows) {
-      bn_reduce_kernel<BnStatOp<T>, VEC, false><<<(unsigned)p.ctas, p.threads, 0, s>>>(
-        op, p, *g, counters, (BnStatPart *)parts);
-    } else if constexpr (VEC <= 4) {
-      bn_reduce_kernel<BnStatOp<T>, VEC, true><<<(unsigned)p.ctas, p.threads, 0, s>>>(
-        op, p, *g, counters, (BnStatPart *)parts);
-    }
-  });
-  return bn_launched("the batch_norm statistics kernel");
+  return bn_reduce_run<T>(op, g, f->G, vec, f->device, s, w, "the batch_norm statistics");
 }
 
 /* One (block 0) coefficient per channel from the running statistics or
@@ -111,11 +91,6 @@ __global__ void bn_coef_kernel(const BnFwdCoef<A> k, const double *given, bool u
     k.coef(0, c, mean, var);
     if (update) k.update(c, mean, var * k.M / (k.M - 1));
   }
-}
-
-static unsigned bn_blocks_for(int64_t n, int threads) {
-  int64_t b = ln_bn_ceil_div(n, threads);
-  return (unsigned)(b < 1 ? 1 : b > 4096 ? 4096 : b);
 }
 
 template <typename T>

@@ -7,7 +7,9 @@
 ** The node saves the input the kernels read (an alias), the weight and
 ** bias (for their shape and dtype), the fused ReLU's bit mask, and in
 ** `extra` (ln_bn_saved) the per-block, per-channel statistics used --
-** nothing of the input's size but the mask's one bit per element.
+** nothing of the input's size but the mask's one bit per element. On a
+** device, the statistics saved there feed the device's backward
+** (batchnorm_device.h), which also writes the parameters' gradients.
 */
 #include <stdlib.h>
 
@@ -73,6 +75,56 @@ static ln_status backward_block(const ln_bn_saved *s, bn_grads *t, const double 
   return LN_OK;
 }
 
+/* The blocks on the CPU, then the parameters' gradients into grad_in[1]
+** and grad_in[2] (when wanted). wv: C doubles. */
+static ln_status cpu_backward(const ln_bn_saved *s, bn_grads *t, ln_tensor *w, ln_tensor *b,
+                              bool need_w, bool need_b, double *wv, ln_tensor **grad_in) {
+  ln_status st = LN_OK;
+  ln_bn_vec_load(w, s->C, 1.0, wv);
+  for (int64_t blk = 0; blk < s->blocks.G && st == LN_OK; blk++)
+    st = backward_block(s, t, wv, blk);
+  if (st != LN_OK) return st;
+  if ((need_w && !(grad_in[1] = param_grad(w, t->gw))) ||
+      (need_b && !(grad_in[2] = param_grad(b, t->gb))))
+    return ln_last_status();
+  return LN_OK;
+}
+
+static ln_tensor *empty_like(ln_tensor *p) {
+  return ln_empty(ln_tensor_sizes(p), ln_tensor_dim(p), ln_tensor_dtype(p),
+                  ln_tensor_device(p));
+}
+
+/* The blocks on x's device, by the implementation that takes the call,
+** the parameters' gradients included (grad_in[1], grad_in[2]). */
+static ln_status device_backward(const ln_bn_saved *s, bn_grads *t, ln_tensor *w, ln_tensor *b,
+                                 bool need_w, bool need_b, ln_tensor **grad_in) {
+  const ln_bn_blocks *bl = &s->blocks;
+  ln_device dev = ln_tensor_device(t->x);
+  ln_bn_dev_bwd d = { .device = dev.index, .dt = ln_tensor_dtype(t->x), .g = bl->plan.g,
+                      .G = bl->G, .training = s->training, .renorm = s->renorm,
+                      .stats = ln_tensor_data(s->dev_stats) };
+  ln_tensor *held[3] = { NULL, NULL, NULL };
+  if (!ln_bn_dview_for(bl, t->x, &d.x) || !ln_bn_dview_for(bl, t->dy, &d.dy) ||
+      (t->dx && !ln_bn_dview_for(bl, t->dx, &d.dx)) ||
+      (t->dz && !ln_bn_dview_for(bl, t->dz, &d.dz)))
+    return ln_error(LN_ERUNTIME, "batch_norm backward: no kernel layout for a block");
+  if (t->mask) {
+    d.mask.m = s->masks[0];
+    d.mask.m.bits = ln_tensor_data(t->mask);
+    d.mask.s_block = s->mask_step;
+  }
+  if ((need_w && !(grad_in[1] = empty_like(w))) || (need_b && !(grad_in[2] = empty_like(b))))
+    return ln_last_status();
+  ln_status st = ln_bn_dvec_for(w, &d.weight, &held[0]);
+  if (st == LN_OK) st = ln_bn_dvec_for(need_w ? grad_in[1] : NULL, &d.grad_weight, &held[1]);
+  if (st == LN_OK) st = ln_bn_dvec_for(need_b ? grad_in[2] : NULL, &d.grad_bias, &held[2]);
+  const ln_bn_device_impl *impl = st == LN_OK ? ln_bn_device_for_backward(dev.type, &d) : NULL;
+  if (st == LN_OK) st = impl ? impl->backward(&d) : ln_last_status();
+  for (int i = 0; i < 3; i++) ln_tensor_release(held[i]);
+  return st;
+}
+
 /* Inputs: input, weight, bias (and the addend for the fused form). With
 ** M values per channel in a block, w = weight * invstd (* r), mdy = mean
 ** of dz and mdyx = mean of dz * (x - mean), dz being the incoming gradient
@@ -110,13 +162,10 @@ static ln_status bn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **gr
   if ((need_x && !(t.dx = ln_bn_empty(&plan, x, dt))) ||
       (need_a && !(t.dz = ln_bn_empty(&plan, x, dt))))
     goto fail;
-  ln_bn_vec_load(w, C, 1.0, wv);
-  for (int64_t blk = 0; blk < s->blocks.G && st == LN_OK; blk++)
-    st = backward_block(s, &t, wv, blk);
-  if (st != LN_OK) goto done;
-  if ((need_w && !(grad_in[1] = param_grad(w, t.gw))) ||
-      (need_b && !(grad_in[2] = param_grad(b, t.gb))))
-    goto fail;
+  st = ln_tensor_device(x).type == LN_CPU
+         ? cpu_backward(s, &t, w, b, need_w, need_b, wv, grad_in)
+         : device_backward(s, &t, w, b, need_w, need_b, grad_in);
+  if (st != LN_OK) goto fail;
   grad_in[0] = t.dx;
   if (s->relu) grad_in[3] = t.dz;
   t.dx = t.dz = NULL;
@@ -143,7 +192,7 @@ ln_status ln_bn_record(ln_tensor *out, const ln_bn_args *a, ln_tensor *x, ln_ten
   ln_node *node = ln_node_new(name, bn_backward, inputs, a->relu ? 4 : 3, 1);
   if (!node) goto fail;
   node->extra = s;
-  node->free_extra = free;
+  node->free_extra = ln_bn_saved_free;
   s = NULL;
   ln_tensor *src[3] = { x, a->weight, a->bias };
   for (int i = 0; i < 3; i++) {  /* aliases without history: no cycles */
@@ -157,7 +206,7 @@ ln_status ln_bn_record(ln_tensor *out, const ln_bn_args *a, ln_tensor *x, ln_ten
   ln_node_release(node);
   return LN_OK;
 fail:
-  free(s);
+  ln_bn_saved_free(s);
   ln_node_release(node);
   return ln_last_status() != LN_OK ? ln_last_status()
                                    : ln_error(LN_ENOMEM, "out of memory in batch_norm");

@@ -71,7 +71,9 @@ static inline ln_dtype ln_bn_acc_dtype(ln_dtype dt) { return dt == LN_F64 ? LN_F
 ** statistics are given, their update with `momentum` (the factor, the
 ** cumulative average's 1/count included), the means over the blocks of
 ** the blocks' means and unbiased variances. Eval: the running statistics
-** normalize. SyncBatchNorm: `given` holds the statistics to use. */
+** normalize. SyncBatchNorm: `given` holds the statistics to use, and x
+** is absent on a rank with no values (coefficients and running update
+** only). */
 typedef struct ln_bn_dev_fwd {
   int device;
   ln_dtype dt;                      /* x, y, add */

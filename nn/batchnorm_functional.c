@@ -10,7 +10,10 @@
 ** laid out like what the kernels ran on (so also a 3D (N, C, L) input with
 ** C innermost keeps its layout, where PyTorch returns a contiguous one).
 ** Parameters and running statistics, of any dtype the checks allow, are
-** read and updated here as double C-length vectors.
+** read and updated here as double C-length vectors. A device tensor takes
+** the same checks, layouts and blocks, then the device's BatchNorm
+** implementation (batchnorm_device.h, registered here) does the rest on
+** the device: statistics, running statistics and the saved rows stay there.
 */
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +21,7 @@
 #include <string.h>
 
 #include "../core/autograd.h"
+#include "backends.h"
 #include "batchnorm_functional.h"
 #include "pyrepr.h"
 
@@ -145,7 +149,7 @@ static ln_status check_input(const ln_bn_args *a, ln_tensor *const *params) {
                     "at least two devices, %s and %s!", ln_device_str(dev, buf, sizeof buf),
                     ln_device_str(ln_tensor_device(params[i]), b2, sizeof b2));
   }
-  if (dev.type != LN_CPU)
+  if (dev.type != LN_CPU && !ln_bn_device_available(dev.type))
     return ln_error(LN_ERUNTIME, "batch_norm is not implemented for %s tensors yet",
                     ln_device_str(dev, buf, sizeof buf));
   return LN_OK;
@@ -203,6 +207,105 @@ static ln_status check_params(ln_tensor *x, ln_tensor *const *params, bool train
 }
 
 
+/* ---- device implementations (batchnorm_device.h) ---- */
+
+#define LN_BN_MAX_IMPLS 4
+
+static const ln_bn_device_impl *impls[LN_DEVICE_TYPE_COUNT][LN_BN_MAX_IMPLS];
+static int n_impls[LN_DEVICE_TYPE_COUNT];
+
+/* Called while backends register (ln_backends_init), before any forward. */
+ln_status ln_bn_device_register(ln_device_type type, const ln_bn_device_impl *impl) {
+  if ((int)type <= LN_CPU || type >= LN_DEVICE_TYPE_COUNT || !impl)
+    return ln_error(LN_EINVAL, "ln_bn_device_register: a device type and a table expected");
+  for (int i = 0; i < n_impls[type]; i++)
+    if (impls[type][i] == impl) return LN_OK;
+  if (n_impls[type] == LN_BN_MAX_IMPLS)
+    return ln_error(LN_ERUNTIME, "ln_bn_device_register: at most %d implementations per "
+                    "device type", LN_BN_MAX_IMPLS);
+  impls[type][n_impls[type]++] = impl;
+  return LN_OK;
+}
+
+bool ln_bn_device_available(ln_device_type type) {
+  return (int)type > LN_CPU && type < LN_DEVICE_TYPE_COUNT && n_impls[type] > 0;
+}
+
+/* cuDNN's only while lunet.backends.cudnn.enabled. */
+static bool usable(const ln_bn_device_impl *impl) {
+  return impl->kind != LN_BN_IMPL_CUDNN || ln_cudnn_enabled();
+}
+
+static void none_takes(ln_device_type type) {
+  const ln_backend *b = ln_backend_get(type);
+  ln_error(LN_ERUNTIME, "batch_norm: no %s implementation takes this call",
+           b ? b->name : "device");
+}
+
+static int count_of(ln_device_type type) {
+  return ln_bn_device_available(type) ? n_impls[type] : 0;
+}
+
+/* Of type's implementations, the usable one that takes the call (ok[i])
+** with the highest rank (rank[i]), the first on ties; NULL with a message
+** when none takes it. */
+static const ln_bn_device_impl *pick(ln_device_type type, const bool *ok, const int *rank) {
+  int best = -1;
+  for (int i = 0; i < count_of(type); i++)
+    if (ok[i] && usable(impls[type][i]) && (best < 0 || rank[i] > rank[best])) best = i;
+  if (best < 0) none_takes(type);
+  return best < 0 ? NULL : impls[type][best];
+}
+
+const ln_bn_device_impl *ln_bn_device_for_forward(ln_device_type type, const ln_bn_dev_fwd *f) {
+  bool ok[LN_BN_MAX_IMPLS];
+  int rank[LN_BN_MAX_IMPLS];
+  for (int i = 0; i < count_of(type); i++) {
+    const ln_bn_device_impl *m = impls[type][i];
+    ok[i] = m->forward && (!m->supports_forward || m->supports_forward(f));
+    rank[i] = ok[i] && m->rank_forward ? m->rank_forward(f) : 0;
+  }
+  return pick(type, ok, rank);
+}
+
+const ln_bn_device_impl *ln_bn_device_for_backward(ln_device_type type,
+                                                   const ln_bn_dev_bwd *b) {
+  bool ok[LN_BN_MAX_IMPLS];
+  int rank[LN_BN_MAX_IMPLS];
+  for (int i = 0; i < count_of(type); i++) {
+    const ln_bn_device_impl *m = impls[type][i];
+    ok[i] = m->backward && (!m->supports_backward || m->supports_backward(b));
+    rank[i] = ok[i] && m->rank_backward ? m->rank_backward(b) : 0;
+  }
+  return pick(type, ok, rank);
+}
+
+const ln_bn_device_impl *ln_bn_device_for_sync(ln_device_type type) {
+  for (int i = 0; i < count_of(type); i++)
+    if (usable(impls[type][i]) && impls[type][i]->sync_pack && impls[type][i]->sync_merge &&
+        impls[type][i]->sync_grad_sums)
+      return impls[type][i];
+  none_takes(type);
+  return NULL;
+}
+
+bool ln_bn_dview_for(const ln_bn_blocks *b, ln_tensor *t, ln_bn_dview *v) {
+  v->s_block = b->G > 1 ? b->V * ln_tensor_stride(t, 0) : 0;
+  return ln_bn_block_view(b, t, 0, &v->v);
+}
+
+ln_status ln_bn_dvec_for(ln_tensor *t, ln_bn_dvec *v, ln_tensor **held) {
+  *held = NULL;
+  *v = (ln_bn_dvec){ .data = NULL };
+  if (!t) return LN_OK;
+  int64_t s = vec_stride(t);
+  if (s) ln_tensor_retain(t);
+  else if (!(t = ln_contiguous(t, LN_CONTIGUOUS))) return ln_last_status();
+  *held = t;
+  *v = (ln_bn_dvec){ .data = ln_tensor_data(t), .dtype = ln_tensor_dtype(t), .stride = s ? s : 1 };
+  return LN_OK;
+}
+
 /* ---- forward ---- */
 
 ln_bn_saved *ln_bn_saved_new(int64_t C, const ln_bn_blocks *b, bool renorm, bool relu) {
@@ -225,6 +328,12 @@ ln_bn_saved *ln_bn_saved_new(int64_t C, const ln_bn_blocks *b, bool renorm, bool
   }
   if (relu) s->masks = (ln_bn_mask *)(s->mean + nv);
   return s;
+}
+
+void ln_bn_saved_free(void *p) {
+  ln_bn_saved *s = p;
+  if (s) ln_tensor_release(s->dev_stats);
+  free(s);
 }
 
 /* Running stats r = (1 - momentum) * r + momentum * batch, the batch's
@@ -343,12 +452,71 @@ static ln_status lay_out(ln_tensor *input, int64_t G, ln_tensor **x, ln_bn_plan 
   return ln_error(LN_ERUNTIME, "batch_norm: no kernel layout for the input");
 }
 
+/* The blocks on the CPU: statistics, coefficients and the map per block,
+** then the running statistics. M: values per channel in the whole batch. */
+static ln_status cpu_forward(const ln_bn_args *a, ln_bn_saved *s, ln_tensor *x, ln_tensor *out,
+                             ln_tensor *add, ln_tensor *mask, int64_t M) {
+  int64_t C = s->C, G = s->blocks.G;
+  /* w, b, rm, rv, then var (G*C), ca, cb */
+  double *buf = calloc((size_t)((6 + G) * C + 1), sizeof(double));
+  if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm");
+  double *w = buf, *b = w + C, *rm = b + C, *rv = rm + C, *var = rv + C;
+  double *ca = var + G * C, *cb = ca + C;
+  ln_status st = LN_OK;
+  ln_bn_vec_load(a->weight, C, 1.0, w);
+  ln_bn_vec_load(a->bias, C, 0.0, b);
+  ln_bn_vec_load(a->running_mean, C, 0.0, rm);
+  ln_bn_vec_load(a->running_var, C, 1.0, rv);
+  for (int64_t g = 0; g < G && st == LN_OK; g++)
+    st = run_block(a, s, g, x, out, add, mask, buf, var + g * C, ca, cb);
+  if (st == LN_OK && a->training && a->update && a->running_mean)
+    update_running(a, C, G, M / G, s->mean, var, ca);
+  free(buf);
+  return st;
+}
+
+/* The blocks on x's device, by the implementation that takes the call; the
+** saved rows in s->dev_stats. Running statistics without a single stride
+** are updated in a dense copy, then copied back. */
+static ln_status device_forward(const ln_bn_args *a, ln_bn_saved *s, ln_tensor *x,
+                                ln_tensor *out, ln_tensor *add, ln_tensor *mask) {
+  const ln_bn_blocks *bl = &s->blocks;
+  ln_device dev = ln_tensor_device(x);
+  ln_dtype dt = ln_tensor_dtype(x);
+  ln_bn_dev_fwd f = { .device = dev.index, .dt = dt, .g = bl->plan.g, .G = bl->G,
+                      .training = a->training, .update = a->update, .relu = a->relu,
+                      .renorm = a->renorm, .momentum = a->momentum, .eps = a->eps,
+                      .rmax = a->rmax, .dmax = a->dmax };
+  ln_tensor *vecs[4] = { a->weight, a->bias, a->running_mean, a->running_var };
+  ln_bn_dvec *dv[4] = { &f.weight, &f.bias, &f.running_mean, &f.running_var };
+  ln_tensor *held[4] = { NULL, NULL, NULL, NULL };
+  int64_t n = LN_BN_NSTATS * bl->G * s->C;
+  if (!ln_bn_dview_for(bl, x, &f.x) || !ln_bn_dview_for(bl, out, &f.y) ||
+      (add && !ln_bn_dview_for(bl, add, &f.add)) ||
+      (mask && !ln_bn_block_mask(bl, out, 0, ln_tensor_data(mask), &f.mask.m)))
+    return ln_error(LN_ERUNTIME, "batch_norm: no kernel layout for a block of the input");
+  if (mask) {
+    f.mask.s_block = bl->G > 1 ? bl->V * ln_tensor_stride(out, 0) : 0;
+    s->masks[0] = f.mask.m;
+    s->mask_step = f.mask.s_block;
+  }
+  if (!(s->dev_stats = ln_empty(&n, 1, ln_bn_acc_dtype(dt), dev))) return ln_last_status();
+  f.stats = ln_tensor_data(s->dev_stats);
+  ln_status st = LN_OK;
+  for (int i = 0; i < 4 && st == LN_OK; i++) st = ln_bn_dvec_for(vecs[i], dv[i], &held[i]);
+  const ln_bn_device_impl *impl = st == LN_OK ? ln_bn_device_for_forward(dev.type, &f) : NULL;
+  if (st == LN_OK) st = impl ? impl->forward(&f) : ln_last_status();
+  for (int i = 2; i < 4 && st == LN_OK; i++)
+    if (held[i] != vecs[i]) st = ln_copy_(vecs[i], held[i]);
+  for (int i = 0; i < 4; i++) ln_tensor_release(held[i]);
+  return st;
+}
+
 ln_tensor *ln_bn_forward(const ln_bn_args *a) {
   ln_tensor *params[5] = { a->running_mean, a->running_var, a->weight, a->bias, a->addend };
   ln_tensor *input = a->input, *x = NULL, *out = NULL, *add = NULL, *mask = NULL;
   ln_tensor *grad_inputs[4] = { input, a->weight, a->bias, a->addend };
   ln_bn_saved *s = NULL;
-  double *buf = NULL;
   if (check_input(a, params) != LN_OK || (a->relu && check_addend(input, a->addend) != LN_OK))
     return NULL;
   int64_t C = ln_tensor_size(input, 1), N = ln_tensor_size(input, 0);
@@ -375,38 +543,25 @@ ln_tensor *ln_bn_forward(const ln_bn_args *a) {
   if (lay_out(input, G, &x, &plan, &bl, &out) != LN_OK) goto fail;
   if (a->addend && !(add = ln_bn_laid_out(&plan, &bl, x, a->addend))) goto fail;
   int64_t words = (numel + 63) / 64 + 1;   /* the bits and a padding word, as int64 */
-  if (a->relu && grad && !(mask = ln_zeros(&words, 1, LN_I64, LN_DEVICE_CPU))) goto fail;
+  if (a->relu && grad && !(mask = ln_zeros(&words, 1, LN_I64, ln_tensor_device(input))))
+    goto fail;
   if (!(s = ln_bn_saved_new(C, &bl, a->renorm, a->relu))) goto fail;
   s->training = a->training;
-  /* w, b, rm, rv, then var (G*C), ca, cb */
-  if (!(buf = calloc((size_t)((6 + G) * C + 1), sizeof(double)))) {
-    ln_error(LN_ENOMEM, "out of memory in batch_norm");
+  if ((ln_tensor_device(x).type == LN_CPU ? cpu_forward(a, s, x, out, add, mask, M)
+                                          : device_forward(a, s, x, out, add, mask)) != LN_OK)
     goto fail;
-  }
-  double *w = buf, *b = w + C, *rm = b + C, *rv = rm + C, *var = rv + C;
-  double *ca = var + G * C, *cb = ca + C;
-  ln_bn_vec_load(a->weight, C, 1.0, w);
-  ln_bn_vec_load(a->bias, C, 0.0, b);
-  ln_bn_vec_load(a->running_mean, C, 0.0, rm);
-  ln_bn_vec_load(a->running_var, C, 1.0, rv);
-  for (int64_t g = 0; g < G; g++)
-    if (run_block(a, s, g, x, out, add, mask, buf, var + g * C, ca, cb) != LN_OK) goto fail;
-  if (a->training && a->update && a->running_mean)
-    update_running(a, C, G, M / G, s->mean, var, ca);
   if (grad) {
     ln_bn_saved *owned = s;
     s = NULL;
     if (ln_bn_record(out, a, x, mask, owned) != LN_OK) goto fail;
   }
-  free(s);
-  free(buf);
+  ln_bn_saved_free(s);
   ln_tensor_release(x);
   ln_tensor_release(add);
   ln_tensor_release(mask);
   return out;
 fail:
-  free(s);
-  free(buf);
+  ln_bn_saved_free(s);
   ln_tensor_release(x);
   ln_tensor_release(add);
   ln_tensor_release(mask);

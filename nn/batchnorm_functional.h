@@ -8,6 +8,7 @@
 #define LN_BATCHNORM_FUNCTIONAL_H
 
 #include "batchnorm.h"
+#include "batchnorm_device.h"
 #include "batchnorm_kernels.h"
 
 /* One call. Tensors are borrowed and may be NULL (weight/bias: 1 and 0;
@@ -68,17 +69,32 @@ void ln_bn_vec_store(ln_tensor *t, const double *v);
 /* What the backward needs besides the saved tensors, in one allocation:
 ** per block and channel the mean and inverse std used (the batch's in
 ** training, the running statistics' in eval), BatchRenorm's r and d, and
-** the blocks' mask views (bits set by the backward). */
+** the blocks' mask views (bits set by the backward). On a device the
+** statistics stay there, in dev_stats (batchnorm_device.h's rows), and
+** only masks[0] is set, mask_step apart from block to block. */
 typedef struct ln_bn_saved {
   int64_t C;
   ln_bn_blocks blocks;
   bool training, relu, renorm;
   double *mean, *invstd, *r, *d;   /* G*C each; r, d NULL without renorm */
   ln_bn_mask *masks;               /* G, relu only */
+  ln_tensor *dev_stats;            /* owned; NULL on the CPU */
+  int64_t mask_step;
 } ln_bn_saved;
 
-/* Zeroed, for C channels and b's blocks; free with free(). */
+/* Zeroed, for C channels and b's blocks; free with ln_bn_saved_free. */
 ln_bn_saved *ln_bn_saved_new(int64_t C, const ln_bn_blocks *b, bool renorm, bool relu);
+void ln_bn_saved_free(void *s);
+
+/* ---- the device path (batchnorm_device.h) ---- */
+
+/* t (x's shape) as a device operand of b's blocks; false when a block of
+** it fits no kernel. */
+bool ln_bn_dview_for(const ln_bn_blocks *b, ln_tensor *t, ln_bn_dview *v);
+/* The C-length vector t (NULL: absent) as a device vector, in *held a new
+** reference to the tensor described: t, or a dense copy when no single
+** stride walks t (the caller copies a written copy back), NULL when t is. */
+ln_status ln_bn_dvec_for(ln_tensor *t, ln_bn_dvec *v, ln_tensor **held);
 
 /* Make out the result of the call's autograd node (inputs: input, weight,
 ** bias and, with relu, addend), saving x (what the kernels read), weight,

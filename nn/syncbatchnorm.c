@@ -13,6 +13,12 @@
 ** one float64 row, all-reduced. Errors found locally travel in those rows,
 ** so a rank with a bad argument still joins the collective and every rank
 ** fails instead of some waiting. Per-channel work is done here in double.
+**
+** On a device with BatchNorm kernels (batchnorm_device.h), the rows live
+** on the device (the NCCL engine gathers and reduces them there): the
+** implementation packs this rank's row and merges the gathered ones, and
+** only the headers (count, channels, failed) and the backward's failure
+** flag come to the host, for the decisions every rank must take alike.
 */
 #include <math.h>
 #include <stdio.h>
@@ -21,7 +27,7 @@
 
 #include "../core/autograd.h"
 #include "../core/ops.h"
-#include "batchnorm_kernels.h"
+#include "batchnorm_functional.h"
 #include "batchnorm_module_impl.h"
 #include "syncbatchnorm.h"
 
@@ -33,12 +39,14 @@ typedef struct sbn_saved {
   ln_dist_group *g;   /* retained */
   int64_t C;
   double count;       /* values per channel in the global batch */
-  double v[];         /* mean[C], then invstd[C] */
+  ln_tensor *dev;     /* on a device: the forward's saved rows (owned); else NULL */
+  double v[];         /* on the CPU: mean[C], then invstd[C] */
 } sbn_saved;
 
 static void free_saved(void *p) {
   sbn_saved *s = p;
   ln_dist_group_release(s->g);
+  ln_tensor_release(s->dev);
   free(s);
 }
 
@@ -106,7 +114,7 @@ static ln_status check_args(ln_tensor *x, ln_tensor *const *p, double eps, int64
                       "at least two devices, %s and %s!", ln_device_str(dev, a, sizeof a),
                       ln_device_str(ln_tensor_device(p[i]), b, sizeof b));
   }
-  if (dev.type != LN_CPU)
+  if (dev.type != LN_CPU && !ln_bn_device_for_sync(dev.type))
     return ln_error(LN_ERUNTIME, "SyncBatchNorm is not implemented for %s tensors yet",
                     ln_device_str(dev, a, sizeof a));
   if (!p[0] != !p[1])
@@ -175,34 +183,42 @@ static ln_status channels_differ(const double *rows, int P, int64_t len, ln_dist
   return ln_error(LN_EINVAL, "SyncBatchNorm input channel count differs across ranks: %s", msg);
 }
 
-/* The global mean, biased var and count from the gathered rows (P rows of
-** ROW_HEADER + 2K). Chan's formula for combining partitions:
-** mean = sum n_r mean_r / n, M2 = sum (M2_r + n_r (mean_r - mean)^2);
-** ranks with no values add nothing. Every member decides alike, so that
-** all fail or none: on differing channel counts, then on a local failure
-** (`mine`, or another rank's), then on a global batch of 1 per channel. */
-static ln_status combine(const double *rows, int P, int64_t K, ln_dist_group *g,
-                         const pending *mine, double *mean, double *var, double *count) {
-  int64_t len = ROW_HEADER + 2 * K;
+/* The decisions on the gathered rows, from their headers (P of them,
+** `stride` doubles apart), that every member takes alike, so that all
+** fail or none: on differing channel counts, then on a local failure
+** (`mine`, or another rank's), then on a global batch of 1 per channel.
+** *count: the global count. */
+static ln_status check_rows(const double *heads, int64_t stride, int P, ln_dist_group *g,
+                            const pending *mine, double *count) {
   int first = -1, failed = -1;
   for (int r = 0; r < P; r++) {
-    const double *row = rows + r * len;
+    const double *row = heads + r * stride;
     if (row[ROW_FAILED] != 0 && failed < 0) failed = r;
     if (row[ROW_CHANNELS] < 0) continue;
     if (first < 0) first = r;
-    else if (row[ROW_CHANNELS] != rows[first * len + ROW_CHANNELS])
-      return channels_differ(rows, P, len, g);
+    else if (row[ROW_CHANNELS] != heads[first * stride + ROW_CHANNELS])
+      return channels_differ(heads, P, stride, g);
   }
   if (mine->st != LN_OK) return raise(mine);
   if (failed >= 0)
     return ln_error(LN_EINVAL, "SyncBatchNorm: rank %d failed before sharing its statistics "
                     "(its error says why)", ln_dist_global_rank(g, failed));
   double n = 0;
-  for (int r = 0; r < P; r++) n += rows[r * len + ROW_COUNT];
+  for (int r = 0; r < P; r++) n += heads[r * stride + ROW_COUNT];
   *count = n;
   if (n == 1)
     return ln_error(LN_EINVAL, "Expected more than 1 value per channel when training, got 1 "
                     "value per channel over the process group");
+  return LN_OK;
+}
+
+/* The global mean and biased var from P gathered rows of ROW_HEADER + 2K
+** and their total count n. Chan's formula for combining partitions:
+** mean = sum n_r mean_r / n, M2 = sum (M2_r + n_r (mean_r - mean)^2);
+** ranks with no values add nothing. */
+static void merge_rows(const double *rows, int P, int64_t K, double n, double *mean,
+                       double *var) {
+  int64_t len = ROW_HEADER + 2 * K;
   memset(mean, 0, (size_t)K * sizeof *mean);
   memset(var, 0, (size_t)K * sizeof *var);
   for (int r = 0; r < P; r++) {
@@ -219,7 +235,6 @@ static ln_status combine(const double *rows, int P, int64_t K, ln_dist_group *g,
     }
   }
   for (int64_t c = 0; n > 0 && c < K; c++) var[c] /= n;
-  return LN_OK;
 }
 
 /* r = (1 - momentum) * r + momentum * batch, the variance made unbiased
@@ -238,12 +253,14 @@ static void update_running(ln_tensor *rm, ln_tensor *rv, int64_t K, double momen
 static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in);
 
 /* Make out the result of a SyncBatchNormBackward node. x: the tensor the
-** kernels read (the input itself for an empty batch); mean/invstd: C each. */
+** kernels read (the input itself for an empty batch); mean/invstd: C each
+** on the CPU; dev: on a device, the forward's saved rows (retained)
+** instead. */
 static ln_status record(ln_tensor *out, ln_tensor *input, ln_tensor *x, ln_tensor *weight,
                         ln_tensor *bias, ln_dist_group *g, int64_t C, double count,
-                        const double *mean, const double *invstd) {
+                        const double *mean, const double *invstd, ln_tensor *dev) {
   ln_tensor *inputs[3] = { input, weight, bias }, *src[3] = { x, weight, bias };
-  sbn_saved *s = malloc(sizeof *s + sizeof(double) * (size_t)(2 * C));
+  sbn_saved *s = malloc(sizeof *s + sizeof(double) * (size_t)(dev ? 0 : 2 * C));
   ln_node *node = s ? ln_node_new("SyncBatchNormBackward", sbn_backward, inputs, 3, 1) : NULL;
   if (!node) {
     free(s);
@@ -251,9 +268,12 @@ static ln_status record(ln_tensor *out, ln_tensor *input, ln_tensor *x, ln_tenso
                                      : ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm");
   }
   ln_dist_group_retain(g);
-  *s = (sbn_saved){ .g = g, .C = C, .count = count };
-  memcpy(s->v, mean, sizeof(double) * (size_t)C);
-  memcpy(s->v + C, invstd, sizeof(double) * (size_t)C);
+  if (dev) ln_tensor_retain(dev);
+  *s = (sbn_saved){ .g = g, .C = C, .count = count, .dev = dev };
+  if (!dev) {
+    memcpy(s->v, mean, sizeof(double) * (size_t)C);
+    memcpy(s->v + C, invstd, sizeof(double) * (size_t)C);
+  }
   node->extra = s;
   node->free_extra = free_saved;
   ln_status st = LN_OK;
@@ -268,59 +288,175 @@ static ln_status record(ln_tensor *out, ln_tensor *input, ln_tensor *x, ln_tenso
   return st;
 }
 
+/* ---- the device path ---- */
+
+/* The device implementation for input's device, or NULL for the CPU (also
+** for no input: a rank that failed its checks joins with a CPU row). */
+static const ln_bn_device_impl *device_impl(const ln_tensor *input) {
+  if (!input || ln_tensor_device(input).type == LN_CPU) return NULL;
+  return ln_bn_device_for_sync(ln_tensor_device(input).type);
+}
+
+/* f's geometry and x for the input (f: G = 1, training, C = K): *x the
+** tensor the kernels read (the input or a contiguous copy); nothing for no
+** values. */
+static ln_status device_plan(ln_tensor *input, int64_t K, ln_tensor **x, ln_bn_plan *plan,
+                             ln_bn_blocks *bl, ln_bn_dev_fwd *f) {
+  if (ln_tensor_numel(input) / K == 0) return LN_OK;
+  if (ln_bn_plan_for(input, plan)) {
+    ln_tensor_retain(input);
+    *x = input;
+  } else if ((*x = ln_contiguous(input, LN_CONTIGUOUS))) {
+    ln_bn_plan_for(*x, plan);
+  } else {
+    return ln_last_status();
+  }
+  ln_bn_blocks_for(*x, 1, bl);
+  f->g = plan->g;
+  ln_bn_dview_for(bl, *x, &f->x);
+  return LN_OK;
+}
+
+/* The host copy of the gathered rows' headers: P rows of ROW_HEADER.
+** New reference or NULL. */
+static ln_tensor *host_headers(ln_tensor *rows) {
+  ln_tensor *h = ln_narrow(rows, 1, 0, ROW_HEADER);
+  ln_tensor *c = h ? ln_to_device(h, LN_DEVICE_CPU) : NULL;
+  ln_tensor *d = c ? ln_contiguous(c, LN_CONTIGUOUS) : NULL;
+  ln_tensor_release(h);
+  ln_tensor_release(c);
+  return d;
+}
+
+/* The device's forward with the global statistics of the gathered rows:
+** merged on the device, running statistics updated (count > 0), x
+** normalized into *out (x NULL: this rank has no values, *out empty).
+** *saved: the rows for the backward. p: running_mean, running_var,
+** weight, bias. */
+static ln_status device_normalize(const ln_bn_device_impl *impl, ln_bn_dev_fwd *f,
+                                  ln_tensor *input, ln_tensor *x, const ln_bn_plan *plan,
+                                  ln_tensor *rows, double count, ln_tensor *const *p,
+                                  double momentum, double eps, ln_tensor **out,
+                                  ln_tensor **saved) {
+  ln_device dev = ln_tensor_device(input);
+  int64_t K = f->g.C, two = 2 * K, n = LN_BN_NSTATS * K;
+  ln_tensor *given = ln_empty(&two, 1, LN_F64, dev), *held[4] = { NULL, NULL, NULL, NULL };
+  ln_tensor *vecs[4] = { p[2], p[3], p[0], p[1] };
+  ln_bn_dvec *dv[4] = { &f->weight, &f->bias, &f->running_mean, &f->running_var };
+  ln_status st = given ? LN_OK : ln_last_status();
+  if (st == LN_OK)
+    st = impl->sync_merge(dev.index, ln_tensor_data(rows), (int)ln_tensor_size(rows, 0), K,
+                          count, ln_tensor_data(given));
+  if (st == LN_OK && !(*saved = ln_empty(&n, 1, ln_bn_acc_dtype(f->dt), dev)))
+    st = ln_last_status();
+  if (st == LN_OK)
+    *out = x ? ln_bn_empty(plan, x, f->dt) : ln_empty_like(input, LN_PRESERVE);
+  if (st == LN_OK && !*out) st = ln_last_status();
+  for (int i = 0; i < 4 && st == LN_OK; i++) st = ln_bn_dvec_for(vecs[i], dv[i], &held[i]);
+  if (st == LN_OK) {
+    ln_bn_blocks bl = { .G = 1 };
+    f->given = ln_tensor_data(given);
+    f->count = count;
+    f->update = p[0] && count > 0;
+    f->momentum = momentum;
+    f->eps = eps;
+    f->stats = ln_tensor_data(*saved);
+    if (x) {
+      ln_bn_blocks_for(x, 1, &bl);
+      ln_bn_dview_for(&bl, *out, &f->y);
+    }
+    const ln_bn_device_impl *fwd = ln_bn_device_for_forward(dev.type, f);
+    st = fwd ? fwd->forward(f) : ln_last_status();
+  }
+  for (int i = 2; i < 4 && st == LN_OK; i++)
+    if (held[i] != vecs[i]) st = ln_copy_(vecs[i], held[i]);
+  for (int i = 0; i < 4; i++) ln_tensor_release(held[i]);
+  ln_tensor_release(given);
+  return st;
+}
+
+/* ---- the synchronized forward ---- */
+
 /* The synchronized forward. `pre` is a failure the caller found first (the
 ** module's checks): this rank still joins the all_gather, then reports it.
 ** p: running_mean, running_var, weight, bias. */
 static ln_tensor *sync_forward(ln_tensor *input, ln_tensor *const *p, double momentum,
                                double eps, ln_dist_group *g, int64_t K, ln_status pre) {
-  ln_tensor *x = NULL, *row = NULL, *rows = NULL, *out = NULL;
+  ln_tensor *x = NULL, *row = NULL, *rows = NULL, *heads = NULL, *out = NULL, *saved = NULL;
   pending mine;
   ln_bn_plan plan;
+  ln_bn_blocks bl;
+  ln_bn_dev_fwd f;
   keep(&mine, pre);
   if (mine.st == LN_OK && K < 0)
     keep(&mine, ln_error(LN_EINVAL, "SyncBatchNorm: num_features must be >= 0"));
   if (K < 0) K = 0;
   if (mine.st == LN_OK) keep(&mine, check_args(input, p, eps, K));
   if (!g) g = ln_dist_world();
+  const ln_bn_device_impl *impl = device_impl(input);
   int64_t len = ROW_HEADER + 2 * K;
   double *buf = calloc((size_t)(5 * K + 1), sizeof(double));
-  if (!buf || !(row = ln_zeros(&len, 1, LN_F64, LN_DEVICE_CPU))) {
+  if (!buf || !(row = ln_zeros(&len, 1, LN_F64, impl ? ln_tensor_device(input)
+                                                     : LN_DEVICE_CPU))) {
     if (!buf) ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm");
     goto fail;
   }
   double *mean = buf, *var = mean + K, *invstd = var + K, *a = invstd + K, *b = a + K;
-  double *r = ln_tensor_data(row), count = 0;
-  r[ROW_CHANNELS] = input && ln_tensor_dim(input) >= 2 ? (double)ln_tensor_size(input, 1) : -1;
-  if (mine.st == LN_OK) keep(&mine, local_stats(input, K, &x, &plan, r));
-  r[ROW_FAILED] = mine.st != LN_OK;
+  double count = 0, channels =
+    input && ln_tensor_dim(input) >= 2 ? (double)ln_tensor_size(input, 1) : -1;
+  if (impl) {
+    f = (ln_bn_dev_fwd){ .device = ln_tensor_device(input).index,
+                         .dt = ln_tensor_dtype(input), .G = 1, .training = true };
+    f.g.C = K;
+    if (mine.st == LN_OK) keep(&mine, device_plan(input, K, &x, &plan, &bl, &f));
+    double head[ROW_HEADER] = { [ROW_CHANNELS] = channels };
+    head[ROW_COUNT] = mine.st == LN_OK && x ? (double)(ln_tensor_numel(input) / K) : 0;
+    head[ROW_FAILED] = mine.st != LN_OK;
+    if (mine.st != LN_OK) f.x.v.data = NULL;
+    ln_status st = impl->sync_pack(&f, head, ln_tensor_data(row));
+    if (mine.st == LN_OK) keep(&mine, st);
+  } else {
+    double *r = ln_tensor_data(row);
+    r[ROW_CHANNELS] = channels;
+    if (mine.st == LN_OK) keep(&mine, local_stats(input, K, &x, &plan, r));
+    r[ROW_FAILED] = mine.st != LN_OK;
+  }
 
   if (!(rows = ln_dist_all_gather_stack(g, row))) {
     if (mine.st != LN_OK) raise(&mine);
     goto fail;
   }
-  if (combine(ln_tensor_data(rows), (int)ln_tensor_size(rows, 0), K, g, &mine, mean, var,
-              &count) != LN_OK)
+  if (impl && !(heads = host_headers(rows))) goto fail;
+  if (check_rows(ln_tensor_data(heads ? heads : rows), heads ? ROW_HEADER : len,
+                 (int)ln_tensor_size(rows, 0), g, &mine, &count) != LN_OK)
     goto fail;
-  if (p[0] && count > 0) update_running(p[0], p[1], K, momentum, mean, var, count, a);
-  ln_bn_vec_load(p[2], K, 1.0, a);
-  ln_bn_vec_load(p[3], K, 0.0, b);
-  for (int64_t c = 0; c < K; c++) {
-    invstd[c] = 1.0 / sqrt(var[c] + eps);
-    a[c] *= invstd[c];
-  }
-  if (x) {
-    ln_bn_view xv, ov;
-    ln_dtype dt = ln_tensor_dtype(x);
-    if (!(out = ln_bn_empty(&plan, x, dt))) goto fail;
-    ln_bn_view_for(&plan, x, &xv);
-    ln_bn_view_for(&plan, out, &ov);
-    if (ln_bn_cpu_affine(dt, &plan.g, &xv, &ov, mean, a, b) != LN_OK) goto fail;
-  } else if (!(out = ln_empty_like(input, LN_PRESERVE))) {
-    goto fail;
+  if (impl) {
+    if (device_normalize(impl, &f, input, x, &plan, rows, count, p, momentum, eps, &out,
+                         &saved) != LN_OK)
+      goto fail;
+  } else {
+    merge_rows(ln_tensor_data(rows), (int)ln_tensor_size(rows, 0), K, count, mean, var);
+    if (p[0] && count > 0) update_running(p[0], p[1], K, momentum, mean, var, count, a);
+    ln_bn_vec_load(p[2], K, 1.0, a);
+    ln_bn_vec_load(p[3], K, 0.0, b);
+    for (int64_t c = 0; c < K; c++) {
+      invstd[c] = 1.0 / sqrt(var[c] + eps);
+      a[c] *= invstd[c];
+    }
+    if (x) {
+      ln_bn_view xv, ov;
+      ln_dtype dt = ln_tensor_dtype(x);
+      if (!(out = ln_bn_empty(&plan, x, dt))) goto fail;
+      ln_bn_view_for(&plan, x, &xv);
+      ln_bn_view_for(&plan, out, &ov);
+      if (ln_bn_cpu_affine(dt, &plan.g, &xv, &ov, mean, a, b) != LN_OK) goto fail;
+    } else if (!(out = ln_empty_like(input, LN_PRESERVE))) {
+      goto fail;
+    }
   }
   ln_tensor *grad_inputs[3] = { input, p[2], p[3] };
   if (ln_any_requires_grad(grad_inputs, 3) &&
-      record(out, input, x ? x : input, p[2], p[3], g, K, count, mean, invstd) != LN_OK)
+      record(out, input, x ? x : input, p[2], p[3], g, K, count, mean, invstd, saved) != LN_OK)
     goto fail;
   goto done;
 fail:
@@ -330,6 +466,8 @@ done:
   ln_tensor_release(x);
   ln_tensor_release(row);
   ln_tensor_release(rows);
+  ln_tensor_release(heads);
+  ln_tensor_release(saved);
   free(buf);
   return out;
 }
@@ -359,6 +497,111 @@ static ln_tensor *grad_like_x(const ln_bn_blocks *bl, ln_tensor *x, ln_tensor *g
   return t;
 }
 
+/* A backward's end: on success the input's gradient *dx is handed over
+** to grad_in[0], else the gradients made so far are released. */
+static void hand_over(ln_status st, ln_tensor **dx, ln_tensor **grad_in) {
+  if (st == LN_OK) {
+    grad_in[0] = *dx;
+    *dx = NULL;
+    return;
+  }
+  for (int i = 0; i < 3; i++) {
+    ln_tensor_release(grad_in[i]);
+    grad_in[i] = NULL;
+  }
+}
+
+/* A new tensor of p's shape, dtype and device: zeros, or uninitialized. */
+static ln_tensor *like_param(ln_tensor *p, bool zero) {
+  return (zero ? ln_zeros : ln_empty)(ln_tensor_sizes(p), ln_tensor_dim(p), ln_tensor_dtype(p),
+                                      ln_tensor_device(p));
+}
+
+/* sbn_backward on a device: this rank's sums of dy and dy * (x - mean)
+** and the parameters' gradients by the device implementation, the sums
+** all-reduced on the device with the failure flag (read back: every rank
+** must agree to fail), then dx from the global sums. */
+static ln_status sbn_backward_device(ln_node *node, ln_tensor **grad_out,
+                                     ln_tensor **grad_in) {
+  const sbn_saved *s = node->extra;
+  ln_tensor *x = ln_node_saved(node, 0);
+  if (!x) return ln_last_status();
+  ln_tensor *w = ln_node_saved(node, 1), *dy = NULL, *dx = NULL, *row = NULL, *flag = NULL;
+  ln_tensor *held[3] = { NULL, NULL, NULL };
+  bool need_x = node->next[0].node, need_w = node->next[1].node, need_b = node->next[2].node;
+  int64_t C = s->C, M = ln_tensor_numel(x) / C, len = 2 * C + 1;
+  ln_device dev = ln_tensor_device(x);
+  const ln_bn_device_impl *impl = ln_bn_device_for_sync(dev.type);
+  ln_bn_dev_bwd d = { .device = dev.index, .dt = ln_tensor_dtype(x), .G = 1,
+                      .training = true, .stats = ln_tensor_data(s->dev) };
+  pending mine = { .st = LN_OK };
+  ln_status st = LN_OK;
+  ln_bn_blocks bl;
+  ln_bn_view gv;
+  double failed = 0;
+  if (!impl || !(row = ln_zeros(&len, 1, LN_F64, dev)) ||
+      !(flag = ln_narrow(row, 0, 2 * C, 1))) {
+    st = ln_last_status();
+    goto done;
+  }
+  if (need_w && !(grad_in[1] = like_param(ln_node_saved(node, 1), M == 0)))
+    keep(&mine, ln_last_status());
+  if (mine.st == LN_OK && need_b && !(grad_in[2] = like_param(ln_node_saved(node, 2), M == 0)))
+    keep(&mine, ln_last_status());
+  if (mine.st == LN_OK && M > 0) {
+    ln_bn_blocks_for(x, 1, &bl);  /* x is what the forward's kernels ran on */
+    d.g = bl.plan.g;
+    ln_bn_dview_for(&bl, x, &d.x);
+    keep(&mine, (dy = grad_like_x(&bl, x, grad_out[0], &gv)) ? LN_OK : ln_last_status());
+    if (mine.st == LN_OK) {
+      ln_bn_dview_for(&bl, dy, &d.dy);
+      keep(&mine, ln_bn_dvec_for(need_w ? grad_in[1] : NULL, &d.grad_weight, &held[1]));
+    }
+    if (mine.st == LN_OK)
+      keep(&mine, ln_bn_dvec_for(need_b ? grad_in[2] : NULL, &d.grad_bias, &held[2]));
+    if (mine.st == LN_OK) keep(&mine, impl->sync_grad_sums(&d, ln_tensor_data(row)));
+  }
+  if (need_x) {
+    if (mine.st != LN_OK && (st = ln_fill_(flag, 1.0)) != LN_OK) goto done;
+    if ((st = ln_dist_all_reduce(s->g, row, LN_REDUCE_SUM)) != LN_OK) goto done;
+  }
+  if (mine.st != LN_OK) {
+    st = raise(&mine);
+    goto done;
+  }
+  if (!need_x) goto done;
+  if ((st = ln_tensor_item(flag, &failed)) != LN_OK) goto done;
+  if (failed != 0) {
+    st = ln_error(LN_ERUNTIME, "SyncBatchNorm: the backward failed on another rank (its "
+                  "error says why)");
+    goto done;
+  }
+  if (M == 0) {
+    if (!(dx = ln_zeros(ln_tensor_sizes(x), ln_tensor_dim(x), d.dt, dev))) st = ln_last_status();
+    goto done;
+  }
+  if (!(dx = ln_bn_empty(&bl.plan, x, d.dt))) {
+    st = ln_last_status();
+    goto done;
+  }
+  ln_bn_dview_for(&bl, dx, &d.dx);
+  d.given_sums = ln_tensor_data(row);
+  d.count = s->count;
+  d.grad_weight = d.grad_bias = (ln_bn_dvec){ .data = NULL };
+  if ((st = ln_bn_dvec_for(w, &d.weight, &held[0])) == LN_OK) {
+    const ln_bn_device_impl *bwd = ln_bn_device_for_backward(dev.type, &d);
+    st = bwd ? bwd->backward(&d) : ln_last_status();
+  }
+done:
+  hand_over(st, &dx, grad_in);
+  for (int i = 0; i < 3; i++) ln_tensor_release(held[i]);
+  ln_tensor_release(dx);
+  ln_tensor_release(dy);
+  ln_tensor_release(flag);
+  ln_tensor_release(row);
+  return st;
+}
+
 /* With N values per channel in the global batch, w = weight * invstd and
 ** the global sums S1 = sum(dy), S2 = sum(dy * (x - mean)):
 **   dx = w * (dy - S1 / N - (x - mean) * invstd^2 * S2 / N)
@@ -369,6 +612,7 @@ static ln_tensor *grad_like_x(const ln_bn_blocks *bl, ln_tensor *x, ln_tensor *g
 ** maps, dy * w and (x - mean) * b + d, added. */
 static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in) {
   const sbn_saved *s = node->extra;
+  if (s->dev) return sbn_backward_device(node, grad_out, grad_in);
   ln_tensor *x = ln_node_saved(node, 0);
   if (!x) return ln_last_status();
   ln_tensor *w = ln_node_saved(node, 1), *b = ln_node_saved(node, 2);
@@ -435,15 +679,7 @@ static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **g
   if (st == LN_OK) st = ln_bn_cpu_affine(dt, &bl.plan.g, &xv, &pv, mean, cb, cd);
   if (st == LN_OK) st = ln_binary_(LN_ADD, dx, part);
 done:
-  if (st == LN_OK) {
-    grad_in[0] = dx;
-    dx = NULL;
-  } else {
-    for (int i = 0; i < 3; i++) {
-      ln_tensor_release(grad_in[i]);
-      grad_in[i] = NULL;
-    }
-  }
+  hand_over(st, &dx, grad_in);
   ln_tensor_release(dx);
   ln_tensor_release(part);
   ln_tensor_release(dy);
