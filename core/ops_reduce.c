@@ -11,11 +11,17 @@
 ** between threads either with a private buffer per thread (few outputs)
 ** or along a kept dim (many outputs). var is two-pass: the mean, then the
 ** sum of squared deviations from it.
+**
+** Tensors on a device go to its kernel table's reduce and argmax
+** (core/device_kernels.h), which accumulate in float for float16/bfloat16/
+** float32 and double for float64; mean and var divide on the device. The
+** backward functions are made of generic ops and run on any device.
 */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "device_kernels.h"
 #include "ops_impl.h"
 
 typedef enum red_kind { R_SUM, R_MAX, R_MIN, R_SQDEV, R_KIND_COUNT } red_kind;
@@ -389,58 +395,132 @@ static ln_status reduce_dtype(int op, ln_tensor *t, const bool *red, bool all, i
   return LN_OK;
 }
 
-static ln_tensor *reduce(int op, ln_tensor *t, const int *dims, int ndims, bool keepdim,
-                         int correction) {
-  bool red[LN_MAX_DIMS];
-  int64_t sizes[LN_MAX_DIMS], count;
-  ln_dtype odt = LN_F32;
-  acc *buf = NULL, *mean = NULL;
-  ln_tensor *out = NULL;
-  if (ndims < 0 || ndims > LN_MAX_DIMS) {
-    ln_error(LN_EINVAL, "%s(): too many dims (%d)", op_names[op], ndims);
-    return NULL;
-  }
-  if (ln_cpu_only(op_names[op], ln_tensor_device(t)) != LN_OK ||
-      parse_dims(t, dims, ndims, red) != LN_OK)
-    return NULL;
-  int ond = out_shape(t, red, keepdim, sizes, &count);
-  if (reduce_dtype(op, t, red, ndims == 0, count, &odt) != LN_OK) return NULL;
-  if (!(out = ln_empty(sizes, ond, odt, ln_tensor_device(t)))) return NULL;
+/* out = the reduction of t over red, on the CPU. */
+static ln_status reduce_cpu(int op, ln_tensor *t, const bool *red, int64_t count,
+                            int correction, ln_tensor *out) {
   int64_t n = ln_tensor_numel(out);
   bool is_int = ln_kernel_dtype(t->dtype) == LN_I64;
+  acc *buf = NULL, *mean = NULL;
+  ln_status st = LN_OK;
   if (!(buf = malloc(sizeof(acc) * (size_t)(n ? n : 1)))) {
-    ln_error(LN_ENOMEM, "out of memory in %s()", op_names[op]);
-    goto fail;
+    st = ln_error(LN_ENOMEM, "out of memory in %s()", op_names[op]);
+    goto done;
   }
   red_kind kind = op == OP_MAX ? R_MAX : op == OP_MIN ? R_MIN : R_SUM;
-  if (reduce_run(t, red, kind, buf, n, NULL) != LN_OK) goto fail;
+  if ((st = reduce_run(t, red, kind, buf, n, NULL)) != LN_OK) goto done;
   if (op == OP_MEAN || op == OP_VAR)
     for (int64_t k = 0; k < n; k++) buf[k].f /= (double)count;
   if (op == OP_VAR) {  /* second pass: squared deviations from the mean */
     mean = buf;
     if (!(buf = malloc(sizeof(acc) * (size_t)(n ? n : 1)))) {
-      ln_error(LN_ENOMEM, "out of memory in var()");
-      goto fail;
+      st = ln_error(LN_ENOMEM, "out of memory in var()");
+      goto done;
     }
-    if (reduce_run(t, red, R_SQDEV, buf, n, mean) != LN_OK) goto fail;
+    if ((st = reduce_run(t, red, R_SQDEV, buf, n, mean)) != LN_OK) goto done;
     double dof = (double)count - correction;
     for (int64_t k = 0; k < n; k++) buf[k].f /= dof > 0 ? dof : 0.0;  /* NaN/inf as PyTorch */
   }
-  ln_convert(ln_tensor_data(out), (int64_t)ln_dtype_size(odt), odt, (const char *)buf,
-             sizeof(acc), is_int ? LN_I64 : LN_F64, n);
+  ln_convert(ln_tensor_data(out), (int64_t)ln_dtype_size(out->dtype), out->dtype,
+             (const char *)buf, sizeof(acc), is_int ? LN_I64 : LN_F64, n);
+done:
   free(buf);
   free(mean);
-  if (ln_dtype_is_float(odt) && ln_any_requires_grad(&t, 1) &&
-      record_reduce(op, out, t, red, ndims == 0, keepdim, correction, count) != LN_OK) {
+  return st;
+}
+
+/* ---- on a device: the backend's kernels (core/device_kernels.h) ---- */
+
+/* keep (t's shape with 1 at the reduced dims) = t reduced by kind; mean
+** (SQDEV's, laid out as keep) or NULL. */
+static ln_status device_reduce_into(const ln_device_kernels *k, ln_reduce_kind kind,
+                                    ln_tensor *keep, ln_tensor *t, ln_tensor *mean) {
+  ln_tensor *e = ln_expand(keep, t->sizes, t->ndim), *in[2] = { t, mean };
+  if (!e) return ln_last_status();
+  ln_ew_desc d;
+  ln_ew_desc_for(&d, e, in, mean ? 2 : 1);
+  ln_status st = k->reduce(kind, &d);
+  ln_tensor_release(e);
+  return st;
+}
+
+/* t /= v on t's device. */
+static ln_status div_scalar_(ln_tensor *t, double v) {
+  ln_tensor *s = ln_scalar(v, t->dtype);
+  ln_status st = s ? ln_binary_(LN_DIV, t, s) : ln_last_status();
+  ln_tensor_release(s);
+  return st;
+}
+
+/* out = the reduction of t on its device; ksizes is t's shape with 1 at
+** the reduced dims. sum, max and min write out directly; mean and var
+** reduce into the compute dtype (float32 or float64), divide there and
+** convert to out: mean = sum / count, var two-pass (the mean, then the
+** squared deviations from it) as on the CPU. */
+static ln_status reduce_device(int op, ln_tensor *t, const int64_t *ksizes, int64_t count,
+                               int correction, ln_tensor *out) {
+  ln_device dev = ln_tensor_device(t);
+  const ln_device_kernels *k = ln_device_kernels_get(dev);
+  if (!k || !k->reduce) return ln_cpu_only(op_names[op], dev);
+  if (ln_tensor_numel(out) == 0) return LN_OK;
+  if (count == 0) return ln_fill_(out, op == OP_SUM ? 0.0 : NAN);  /* 0 / 0 as the CPU */
+  ln_tensor *keep = ln_view(out, ksizes, t->ndim), *acc = NULL, *mean = NULL;
+  if (!keep) return ln_last_status();
+  ln_status st = LN_OK;
+  if (op == OP_SUM || op == OP_MAX || op == OP_MIN) {
+    ln_reduce_kind kind = op == OP_MAX ? LN_REDUCE_MAX : op == OP_MIN ? LN_REDUCE_MIN
+                                                                       : LN_REDUCE_SUM;
+    st = device_reduce_into(k, kind, keep, t, NULL);
+    ln_tensor_release(keep);
+    return st;
+  }
+  ln_dtype ct = ln_kernel_dtype(t->dtype);
+  acc = ct == out->dtype ? keep : ln_empty(ksizes, t->ndim, ct, dev);
+  mean = op == OP_VAR ? ln_empty(ksizes, t->ndim, ct, dev) : NULL;
+  if (!acc || (op == OP_VAR && !mean)) {
+    st = ln_last_status();
+    goto done;
+  }
+  ln_tensor *m = mean ? mean : acc;  /* var's first pass, or mean's result */
+  st = device_reduce_into(k, LN_REDUCE_SUM, m, t, NULL);
+  if (st == LN_OK) st = div_scalar_(m, (double)count);
+  if (st == LN_OK && op == OP_VAR) {
+    double dof = (double)count - correction;
+    st = device_reduce_into(k, LN_REDUCE_SQDEV, acc, t, mean);
+    if (st == LN_OK) st = div_scalar_(acc, dof > 0 ? dof : 0.0);  /* NaN/inf as PyTorch */
+  }
+  if (st == LN_OK && acc != keep) st = ln_copy_(keep, acc);
+done:
+  if (acc != keep) ln_tensor_release(acc);
+  ln_tensor_release(keep);
+  ln_tensor_release(mean);
+  return st;
+}
+
+static ln_tensor *reduce(int op, ln_tensor *t, const int *dims, int ndims, bool keepdim,
+                         int correction) {
+  bool red[LN_MAX_DIMS];
+  int64_t sizes[LN_MAX_DIMS], ksizes[LN_MAX_DIMS], count;
+  ln_dtype odt = LN_F32;
+  if (ndims < 0 || ndims > LN_MAX_DIMS) {
+    ln_error(LN_EINVAL, "%s(): too many dims (%d)", op_names[op], ndims);
+    return NULL;
+  }
+  if (parse_dims(t, dims, ndims, red) != LN_OK) return NULL;
+  int ond = out_shape(t, red, keepdim, sizes, &count);
+  if (reduce_dtype(op, t, red, ndims == 0, count, &odt) != LN_OK) return NULL;
+  ln_tensor *out = ln_empty(sizes, ond, odt, ln_tensor_device(t));
+  if (!out) return NULL;
+  for (int d = 0; d < t->ndim; d++) ksizes[d] = red[d] ? 1 : t->sizes[d];
+  ln_status st = ln_tensor_device(t).type == LN_CPU
+                   ? reduce_cpu(op, t, red, count, correction, out)
+                   : reduce_device(op, t, ksizes, count, correction, out);
+  if (st != LN_OK ||
+      (ln_dtype_is_float(odt) && ln_any_requires_grad(&t, 1) &&
+       record_reduce(op, out, t, red, ndims == 0, keepdim, correction, count) != LN_OK)) {
     ln_tensor_release(out);
     return NULL;
   }
   return out;
-fail:
-  free(buf);
-  free(mean);
-  ln_tensor_release(out);
-  return NULL;
 }
 
 ln_tensor *ln_sum(ln_tensor *t, const int *dims, int ndims, bool keepdim) {
@@ -484,11 +564,27 @@ static void argmax_loop(char **d, const int64_t *s, int64_t n, void *vctx) {
   }
 }
 
+/* out (t's shape with 1 at the reduced dim, of size len) = argmax of t on
+** its device. */
+static ln_status argmax_device(ln_tensor *t, ln_tensor *out, int64_t len) {
+  ln_device dev = ln_tensor_device(t);
+  const ln_device_kernels *k = ln_device_kernels_get(dev);
+  if (!k || !k->argmax) return ln_cpu_only("argmax", dev);
+  if (len == 1 || ln_tensor_numel(out) == 0) return ln_zero_(out);
+  ln_tensor *e = ln_expand(out, t->sizes, t->ndim);
+  if (!e) return ln_last_status();
+  ln_ew_desc d;
+  ln_ew_desc_for(&d, e, &t, 1);
+  int red = 0;  /* the reduced dim, where out has stride 0 (kept: its size is len > 1) */
+  while (red < d.ndim && d.ops[0].strides[red] != 0) red++;
+  ln_status st = k->argmax(red, &d);
+  ln_tensor_release(e);
+  return st;
+}
+
 ln_tensor *ln_argmax(ln_tensor *t, int dim, bool keepdim) {
   int w;
-  if (ln_cpu_only("argmax", ln_tensor_device(t)) != LN_OK ||
-      ln_wrap_dim(dim, t->ndim, &w) != LN_OK)
-    return NULL;
+  if (ln_wrap_dim(dim, t->ndim, &w) != LN_OK) return NULL;
   int64_t sizes[LN_MAX_DIMS];
   memcpy(sizes, t->sizes, sizeof(int64_t) * (size_t)t->ndim);
   argmax_ctx c = { 1, 0, t->dtype };
@@ -503,12 +599,19 @@ ln_tensor *ln_argmax(ln_tensor *t, int dim, bool keepdim) {
   }
   ln_tensor *out = ln_empty(sizes, t->ndim, LN_I64, ln_tensor_device(t));
   if (!out) return NULL;
-  ln_strided it;
-  ln_strided_init(&it, sizes, t->ndim);
-  ln_strided_add(&it, ln_tensor_data(out), out->strides, sizeof(int64_t));
-  ln_strided_add(&it, ln_tensor_data(t), t->strides, ln_dtype_size(t->dtype));
-  ln_strided_prepare(&it, 1);
-  ln_strided_run(&it, argmax_loop, &c);
+  if (ln_tensor_device(t).type != LN_CPU) {
+    if (argmax_device(t, out, c.len) != LN_OK) {
+      ln_tensor_release(out);
+      return NULL;
+    }
+  } else {
+    ln_strided it;
+    ln_strided_init(&it, sizes, t->ndim);
+    ln_strided_add(&it, ln_tensor_data(out), out->strides, sizeof(int64_t));
+    ln_strided_add(&it, ln_tensor_data(t), t->strides, ln_dtype_size(t->dtype));
+    ln_strided_prepare(&it, 1);
+    ln_strided_run(&it, argmax_loop, &c);
+  }
   if (keepdim || t->ndim == 0) return out;
   ln_tensor *v = ln_squeeze(out, w);
   ln_tensor_release(out);
