@@ -145,13 +145,11 @@ static ln_status check_args(ln_tensor *x, ln_tensor *const *p, double eps, int64
 
 /* ---- forward ---- */
 
-/* This rank's count, mean[K] and M2[K] into row. *x becomes the tensor
-** the kernels read (input, or a contiguous copy when no kernel takes its
-** layout), planned in *plan; NULL for a batch of no values (row stays 0). */
-static ln_status local_stats(ln_tensor *input, int64_t K, ln_tensor **x, ln_bn_plan *plan,
-                             double *row) {
-  int64_t n = ln_tensor_numel(input) / K;
-  if (n == 0) return LN_OK;
+/* *x: the tensor the kernels read for input (itself, or a contiguous copy
+** when no kernel takes its layout), planned in *plan; left NULL for a
+** batch of no values. */
+static ln_status kernel_input(ln_tensor *input, int64_t K, ln_tensor **x, ln_bn_plan *plan) {
+  if (ln_tensor_numel(input) / K == 0) return LN_OK;
   if (ln_bn_plan_for(input, plan)) {
     ln_tensor_retain(input);
     *x = input;
@@ -160,10 +158,20 @@ static ln_status local_stats(ln_tensor *input, int64_t K, ln_tensor **x, ln_bn_p
   } else {
     return ln_last_status();
   }
+  return LN_OK;
+}
+
+/* This rank's count, mean[K] and M2[K] into row, x and its plan as
+** kernel_input's (row stays 0 for no values). */
+static ln_status local_stats(ln_tensor *input, int64_t K, ln_tensor **x, ln_bn_plan *plan,
+                             double *row) {
+  int64_t n = ln_tensor_numel(input) / K;
+  ln_status st = kernel_input(input, K, x, plan);
+  if (st != LN_OK || !*x) return st;
   ln_bn_view xv;
   ln_bn_view_for(plan, *x, &xv);
   double *mean = row + ROW_HEADER, *m2 = mean + K;
-  ln_status st = ln_bn_cpu_stats(ln_tensor_dtype(*x), &plan->g, &xv, mean, m2);
+  st = ln_bn_cpu_stats(ln_tensor_dtype(*x), &plan->g, &xv, mean, m2);
   for (int64_t c = 0; c < K; c++) m2[c] *= (double)n;
   row[ROW_COUNT] = (double)n;
   return st;
@@ -302,15 +310,8 @@ static const ln_bn_device_impl *device_impl(const ln_tensor *input) {
 ** values. */
 static ln_status device_plan(ln_tensor *input, int64_t K, ln_tensor **x, ln_bn_plan *plan,
                              ln_bn_blocks *bl, ln_bn_dev_fwd *f) {
-  if (ln_tensor_numel(input) / K == 0) return LN_OK;
-  if (ln_bn_plan_for(input, plan)) {
-    ln_tensor_retain(input);
-    *x = input;
-  } else if ((*x = ln_contiguous(input, LN_CONTIGUOUS))) {
-    ln_bn_plan_for(*x, plan);
-  } else {
-    return ln_last_status();
-  }
+  ln_status st = kernel_input(input, K, x, plan);
+  if (st != LN_OK || !*x) return st;
   ln_bn_blocks_for(*x, 1, bl);
   f->g = plan->g;
   ln_bn_dview_for(bl, *x, &f->x);
