@@ -48,11 +48,11 @@ typedef struct ln_ew_desc {
 /* Reductions: operand 0 (the output, in its dtype) has stride 0 along the
 ** reduced dims; every output element is written once (not accumulated). */
 typedef enum ln_reduce_kind {
-  LN_REDUCE_SUM,
-  LN_REDUCE_MAX,
-  LN_REDUCE_MIN,
-  LN_REDUCE_SQDEV,  /* sum of (x - m)^2, m operand 2 (laid out as operand 0) */
-  LN_REDUCE_KIND_COUNT
+  LN_RK_SUM,
+  LN_RK_MAX,
+  LN_RK_MIN,
+  LN_RK_SQDEV,  /* sum of (x - m)^2, m operand 2 (laid out as operand 0) */
+  LN_RK_COUNT
 } ln_reduce_kind;
 
 /* binary's op beyond ln_binary_op: out = a + alpha * b. */

@@ -7,6 +7,7 @@
 #define LN_OPS_IMPL_H
 
 #include "autograd.h"
+#include "device_kernels.h"
 #include "ops.h"
 #include "strided.h"
 #include "tensor_impl.h"
@@ -78,15 +79,13 @@ void ln_elementwise_run(ln_tensor *out, ln_tensor *const *in, int nin,
 ** on the CPU; safe when they share memory. No autograd. (copy.c) */
 ln_status ln_copy_cpu(ln_tensor *dst, ln_tensor *src);
 
-/* ---- device kernels (core/device_kernels.h, not included here: its
-** ln_reduce_kind names clash with dist.h's ln_reduce_op) ---- */
-struct ln_ew_desc;
+/* ---- device kernels (core/device_kernels.h) ---- */
 
 /* The description of out (operand 0) and inputs broadcast to out's shape,
 ** all on one device: size-1 dims dropped, dims ordered by out's strides
 ** and merged where contiguous for every operand (ln_strided_prepare),
 ** then written outermost first. nin < LN_EW_MAX_OPS. */
-void ln_ew_desc_for(struct ln_ew_desc *d, ln_tensor *out, ln_tensor *const *in, int nin);
+void ln_ew_desc_for(ln_ew_desc *d, ln_tensor *out, ln_tensor *const *in, int nin);
 
 /* Which entry of the kernel table an elementwise op calls, and with what. */
 typedef enum ln_ew_family {

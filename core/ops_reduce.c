@@ -467,8 +467,8 @@ static ln_status reduce_device(int op, ln_tensor *t, const int64_t *ksizes, int6
   if (!keep) return ln_last_status();
   ln_status st = LN_OK;
   if (op == OP_SUM || op == OP_MAX || op == OP_MIN) {
-    ln_reduce_kind kind = op == OP_MAX ? LN_REDUCE_MAX : op == OP_MIN ? LN_REDUCE_MIN
-                                                                       : LN_REDUCE_SUM;
+    ln_reduce_kind kind = op == OP_MAX ? LN_RK_MAX : op == OP_MIN ? LN_RK_MIN
+                                                                       : LN_RK_SUM;
     st = device_reduce_into(k, kind, keep, t, NULL);
     ln_tensor_release(keep);
     return st;
@@ -481,11 +481,11 @@ static ln_status reduce_device(int op, ln_tensor *t, const int64_t *ksizes, int6
     goto done;
   }
   ln_tensor *m = mean ? mean : acc;  /* var's first pass, or mean's result */
-  st = device_reduce_into(k, LN_REDUCE_SUM, m, t, NULL);
+  st = device_reduce_into(k, LN_RK_SUM, m, t, NULL);
   if (st == LN_OK) st = div_scalar_(m, (double)count);
   if (st == LN_OK && op == OP_VAR) {
     double dof = (double)count - correction;
-    st = device_reduce_into(k, LN_REDUCE_SQDEV, acc, t, mean);
+    st = device_reduce_into(k, LN_RK_SQDEV, acc, t, mean);
     if (st == LN_OK) st = div_scalar_(acc, dof > 0 ? dof : 0.0);  /* NaN/inf as PyTorch */
   }
   if (st == LN_OK && acc != keep) st = ln_copy_(keep, acc);

@@ -6,8 +6,8 @@
 ** A group's communicator is made when a member first uses the group with
 ** a CUDA tensor: group rank 0 makes the unique id and the host engine (MPI)
 ** broadcasts it; the communicator stays on that tensor's device. Collectives
-** run on the legacy default stream, where lunet's kernels run, and are
-** waited for before returning, so that their errors (and NCCL's own message)
+** run on the device's stream (cuda/runtime.h), after the kernels that made
+** their inputs, and are waited for before returning, so that their errors (and NCCL's own message)
 ** come back as a status and the result can be read at once.
 */
 #include <stdbool.h>
@@ -17,10 +17,12 @@
 #include <nccl.h>
 
 #include "core/dist_engine.h"
+#include "cuda/runtime.h"
 
 typedef struct nccl_group {
   ncclComm_t comm;
   int device;
+  cudaStream_t stream;  /* the device's stream */
 } nccl_group;
 
 static ln_status check_cuda(cudaError_t err, const char *what) {
@@ -85,7 +87,8 @@ static ln_status nccl_group_new(const ln_dist_group *g, ln_device dev, void **st
   nccl_group *s = malloc(sizeof *s);
   if (!s) return ln_error(LN_ENOMEM, "out of memory creating an NCCL communicator");
   s->device = dev.index;
-  st = check_cuda(cudaSetDevice(dev.index), "cudaSetDevice");
+  s->stream = ln_cuda_stream(dev.index);
+  st = s->stream ? LN_OK : ln_last_status();
   if (st == LN_OK)
     st = check_nccl(ncclCommInitRank(&s->comm, ln_dist_group_size(g), boot.id,
                                      ln_dist_group_rank(g)), NULL, "ncclCommInitRank");
@@ -114,7 +117,7 @@ static ln_status enter(nccl_group *s, ln_device dev, const char *what) {
 /* After a collective was enqueued (r): wait for it and report. */
 static ln_status finish(nccl_group *s, ncclResult_t r, const char *what) {
   ln_status st = check_nccl(r, s->comm, what);
-  if (st == LN_OK) st = check_cuda(cudaStreamSynchronize(0), what);
+  if (st == LN_OK) st = check_cuda(cudaStreamSynchronize(s->stream), what);
   ncclResult_t async = ncclSuccess;
   if (st == LN_OK && ncclCommGetAsyncError(s->comm, &async) == ncclSuccess)
     st = check_nccl(async, s->comm, what);
@@ -126,7 +129,7 @@ static ln_status nccl_all_reduce(void *state, void *buf, size_t n, ln_dtype dtyp
   nccl_group *s = state;
   ln_status st = enter(s, dev, "all_reduce");
   if (st != LN_OK) return st;
-  return finish(s, ncclAllReduce(buf, buf, n, nccl_type(dtype), nccl_op(op), s->comm, 0),
+  return finish(s, ncclAllReduce(buf, buf, n, nccl_type(dtype), nccl_op(op), s->comm, s->stream),
                 "all_reduce");
 }
 
@@ -135,7 +138,7 @@ static ln_status nccl_all_gather(void *state, const void *send, void *recv, size
   nccl_group *s = state;
   ln_status st = enter(s, dev, "all_gather");
   if (st != LN_OK) return st;
-  return finish(s, ncclAllGather(send, recv, n, nccl_type(dtype), s->comm, 0), "all_gather");
+  return finish(s, ncclAllGather(send, recv, n, nccl_type(dtype), s->comm, s->stream), "all_gather");
 }
 
 static ln_status nccl_broadcast(void *state, void *buf, size_t n, ln_dtype dtype, int root,
@@ -143,7 +146,7 @@ static ln_status nccl_broadcast(void *state, void *buf, size_t n, ln_dtype dtype
   nccl_group *s = state;
   ln_status st = enter(s, dev, "broadcast");
   if (st != LN_OK) return st;
-  return finish(s, ncclBroadcast(buf, buf, n, nccl_type(dtype), root, s->comm, 0),
+  return finish(s, ncclBroadcast(buf, buf, n, nccl_type(dtype), root, s->comm, s->stream),
                 "broadcast");
 }
 

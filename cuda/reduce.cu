@@ -246,14 +246,14 @@ static ln_status cuda_reduce(ln_reduce_kind kind, const ln_ew_desc *d) {
   ln_reduce_plan p;
   red_io io;
   cudaStream_t s;
-  if ((unsigned)kind >= LN_REDUCE_KIND_COUNT || d->nops != (kind == LN_REDUCE_SQDEV ? 3 : 2))
+  if ((unsigned)kind >= LN_RK_COUNT || d->nops != (kind == LN_RK_SQDEV ? 3 : 2))
     return ln_error(LN_EINVAL, "reduce: bad kind %d for %d operands", (int)kind, d->nops);
   ln_status st = prepare(d, -1, "reduce", &p, &io, &s);
   if (st != LN_OK) return st;
   switch (kind) {
-  case LN_REDUCE_SUM: return run_typed<SumR>(p, io, s);
-  case LN_REDUCE_MAX: return run_typed<MaxR>(p, io, s);
-  case LN_REDUCE_MIN: return run_typed<MinR>(p, io, s);
+  case LN_RK_SUM: return run_typed<SumR>(p, io, s);
+  case LN_RK_MAX: return run_typed<MaxR>(p, io, s);
+  case LN_RK_MIN: return run_typed<MinR>(p, io, s);
   default: return run_typed<SqdevR>(p, io, s);
   }
 }

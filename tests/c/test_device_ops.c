@@ -103,14 +103,14 @@ static ln_status host_reduce(ln_reduce_kind kind, const ln_ew_desc *d) {
     return ln_error(LN_EINVAL, "stand-in: not a reduction");
   for (int64_t o = 0; o < p.outputs; o++) {
     int64_t base = ln_reduce_offset(&p.kept, 1, o);
-    double acc = kind == LN_REDUCE_MAX ? -INFINITY : kind == LN_REDUCE_MIN ? INFINITY : 0;
-    double m = kind == LN_REDUCE_SQDEV ? load(&d->ops[2], ln_reduce_offset(&p.kept, 2, o)) : 0;
+    double acc = kind == LN_RK_MAX ? -INFINITY : kind == LN_RK_MIN ? INFINITY : 0;
+    double m = kind == LN_RK_SQDEV ? load(&d->ops[2], ln_reduce_offset(&p.kept, 2, o)) : 0;
     for (int64_t c = 0; c < p.chunks; c++)
       for (int64_t r = c * p.chunk_len; r < (c + 1) * p.chunk_len && r < p.extent; r++) {
         double x = load(&d->ops[1], base + ln_reduce_offset(&p.red, 1, r));
-        if (kind == LN_REDUCE_MAX) acc = x > acc || x != x ? x : acc;
-        else if (kind == LN_REDUCE_MIN) acc = x < acc || x != x ? x : acc;
-        else if (kind == LN_REDUCE_SQDEV) acc += (x - m) * (x - m);
+        if (kind == LN_RK_MAX) acc = x > acc || x != x ? x : acc;
+        else if (kind == LN_RK_MIN) acc = x < acc || x != x ? x : acc;
+        else if (kind == LN_RK_SQDEV) acc += (x - m) * (x - m);
         else acc += x;
       }
     store(&d->ops[0], ln_reduce_offset(&p.kept, 0, o), acc);
