@@ -21,7 +21,9 @@
 ** (plane: vectors of the outer*inner values) or rows per block (rows),
 ** cut into `splits` splits of `per_split`. Splits are chosen so that
 ** about `target` CTAs run (few channels with many values: many splits;
-** many channels: one), each lane doing at least LN_BN_MIN_UNITS units.
+** many channels: one), each lane doing at least LN_BN_MIN_UNITS units and,
+** so that its float sums stay short, at most LN_BN_MAX_LANE_UNITS (more
+** splits than LN_BN_MAX_SPLITS only for that).
 ** Each CTA writes one partial per channel; the last CTA of a tile (an
 ** atomic counter) merges the tile's partials in a fixed order, so results
 ** do not depend on scheduling. In that merge, `team` lanes (a power of two,
@@ -47,7 +49,8 @@
 #define LN_BN_RED_THREADS 256        /* threads per reduction CTA at most */
 #define LN_BN_RED_SLOTS 1024         /* partials a CTA holds in shared memory */
 #define LN_BN_MIN_UNITS 8            /* units a lane reduces at least */
-#define LN_BN_MAX_SPLITS 1024        /* splits per (block, channel) */
+#define LN_BN_MAX_SPLITS 1024        /* splits per (block, channel), unless... */
+#define LN_BN_MAX_LANE_UNITS 2048    /* ...a lane would sum more units (in float) */
 #define LN_BN_MAX_GRID 2147483647LL  /* gridDim.x */
 #define LN_BN_MAP_THREADS 256
 #define LN_BN_MAP_MAX_CTAS 65536     /* grid-stride loops beyond */
@@ -194,6 +197,8 @@ LN_BN_HD bool ln_bn_red_plan_for(const ln_bn_geom *g, int64_t G, int vec, int64_
   int64_t by_work = p->units / ((int64_t)p->rt * LN_BN_MIN_UNITS);
   if (splits > by_work) splits = by_work;
   if (splits > LN_BN_MAX_SPLITS) splits = LN_BN_MAX_SPLITS;
+  int64_t short_sums = ln_bn_ceil_div(p->units, (int64_t)p->rt * LN_BN_MAX_LANE_UNITS);
+  if (splits < short_sums) splits = short_sums;
   if (splits > LN_BN_MAX_GRID / blocks) splits = LN_BN_MAX_GRID / blocks;
   if (splits < 1) splits = 1;
   p->per_split = ln_bn_ceil_div(p->units, splits);

@@ -41,7 +41,9 @@ static bool plan_ok(const ln_bn_geom *g, int64_t G, const ln_bn_red_plan *p) {
   bool ok = p->threads == p->ct * p->rt && p->threads <= LN_BN_RED_THREADS &&
             p->threads >= 1 && (p->rt & (p->rt - 1)) == 0 &&
             (!g->rows || (int64_t)p->threads * p->vec <= LN_BN_RED_SLOTS);
-  ok = ok && p->splits >= 1 && p->splits <= LN_BN_MAX_SPLITS &&
+  int64_t lane_cap = (int64_t)p->rt * LN_BN_MAX_LANE_UNITS;
+  ok = ok && p->splits >= 1 && p->per_split <= lane_cap &&
+       (p->splits <= LN_BN_MAX_SPLITS || p->per_split * 2 > lane_cap) &&
        p->splits * p->per_split >= p->units && (p->splits - 1) * p->per_split < p->units;
   ok = ok && p->ctas == G * p->tiles * p->splits && p->ctas <= LN_BN_MAX_GRID;
   ok = ok && p->team >= 1 && p->team <= 32 && (p->team & (p->team - 1)) == 0 &&
@@ -79,7 +81,11 @@ static void test_limits(void) {
   ln_bn_geom huge = { 1, (int64_t)1 << 20, (int64_t)1 << 20, false };
   ln_bn_red_plan p;
   CHECK(ln_bn_red_plan_for(&huge, 1, 4, 1056, &p) && plan_ok(&huge, 1, &p));
-  CHECK(p.splits == LN_BN_MAX_SPLITS && p.units == ((int64_t)1 << 38));
+  CHECK(p.units == ((int64_t)1 << 38) && p.per_split <= 256 * LN_BN_MAX_LANE_UNITS &&
+        p.splits == ((int64_t)1 << 38) / (256 * LN_BN_MAX_LANE_UNITS));
+  ln_bn_geom big = { 1, 256, 1 << 20, false };   /* 2^28 values: splits capped */
+  CHECK(ln_bn_red_plan_for(&big, 1, 1, 1056, &p) && plan_ok(&big, 1, &p) &&
+        p.splits == LN_BN_MAX_SPLITS);
   huge.rows = true;
   CHECK(ln_bn_red_plan_for(&huge, 1, 1, 1056, &p) && plan_ok(&huge, 1, &p));
   /* few channels with many rows split; many channels with few rows do not */
