@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
+#include "hd.h"
 #include "ops.h"
 #include "status.h"
 #include "tensor.h"
@@ -69,10 +70,7 @@ typedef enum ln_grad_select {
 /* Integer power by squaring, wrapping on overflow like PyTorch; negative
 ** exponents give what integer arithmetic gives (0 unless |x| == 1). The CPU's
 ** and the device's kernels share it. */
-#ifdef __CUDACC__
-__host__ __device__
-#endif
-static inline int64_t ln_ipow(int64_t x, int64_t y) {
+LN_HD static inline int64_t ln_ipow(int64_t x, int64_t y) {
   if (y < 0) return x == 1 ? 1 : x == -1 ? ((y & 1) ? -1 : 1) : 0;
   uint64_t r = 1, b = (uint64_t)x;
   for (; y; y >>= 1, b *= b)

@@ -26,6 +26,7 @@
 extern "C" {
 #endif
 #include "dtype.h"
+#include "hd.h"
 
 /* What a uniform draw of dtype t in [from, to) stores in place of a value
 ** that rounds up to `to` in t: the largest value of t below `to`, or from
@@ -35,13 +36,6 @@ double ln_philox_uniform_below(ln_dtype t, double from, double to);
 }
 #endif
 
-#ifndef LN_HD  /* also defined, the same, by headers of cuda/ and nn/ */
-#ifdef __CUDACC__
-#define LN_HD __host__ __device__
-#else
-#define LN_HD
-#endif
-#endif
 
 #define LN_PHILOX_TWO_PI 6.283185307179586476925
 

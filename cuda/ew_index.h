@@ -20,14 +20,9 @@
 extern "C" {
 #endif
 #include "core/device_kernels.h"
+#include "core/hd.h"
 #ifdef __cplusplus
 }
-#endif
-
-#ifdef __CUDACC__
-#define LN_HD __host__ __device__
-#else
-#define LN_HD
 #endif
 
 /* off[k] = offset of operand k (k < d->nops) for linear index i. */

@@ -19,15 +19,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../core/hd.h"
 #include "layers_device.h"
 
-#ifndef LN_HD
-#ifdef __CUDACC__
-#define LN_HD __host__ __device__
-#else
-#define LN_HD
-#endif
-#endif
 
 /* ---- loads and stores by a float64 flag ---- */
 
