@@ -106,6 +106,7 @@ void ln_cuda_register(void) {
   ln_cuda_install_reduce(&cuda_kernels);
   ln_cuda_install_blas(&cuda_kernels);
   ln_cuda_install_random(&cuda_kernels);
+  ln_cuda_install_layers();
   ln_cuda_install_batchnorm();
 #ifdef LN_HAVE_CUDNN
   ln_cudnn_bn_install();

@@ -21,7 +21,7 @@ void ln_cuda_install_elementwise(ln_device_kernels *k); /* elementwise.cu */
 void ln_cuda_install_reduce(ln_device_kernels *k);      /* reduce.cu */
 void ln_cuda_install_blas(ln_device_kernels *k);        /* blas.c (cuBLAS) */
 void ln_cuda_install_random(ln_device_kernels *k);      /* random.cu */
-void ln_cuda_register_layers(void);  /* layers_register.c: nn/layers_device.h's table */
+void ln_cuda_install_layers(void);  /* layers_register.c: nn/layers_device.h's table */
 
 /* Set n contiguous elements of elem_size bytes (1, 2, 4 or 8; ptr aligned
 ** to it) to the bit pattern at elem (host memory). cudaErrorInvalidValue

@@ -55,6 +55,6 @@ static const ln_layer_kernels cuda_layer_kernels = {
   .adam_step = ln_cuda_adam_step,
 };
 
-void ln_cuda_register_layers(void) {
+void ln_cuda_install_layers(void) {
   ln_layer_kernels_register(LN_CUDA, &cuda_layer_kernels);
 }
