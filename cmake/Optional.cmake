@@ -53,57 +53,42 @@ macro(lunet_find_mpi)
   lunet_resolve(MPI ${_found} "${_why}")
 endmacro()
 
-# NCCL (the engine for CUDA tensors in lunet.dist) comes with the CUDA
-# toolkit here; NCCL_HOME points elsewhere. 2.13 is the oldest with
-# ncclGetLastError (ncclAvg and bfloat16 came in 2.10).
-macro(lunet_find_nccl)
+# A library that comes with the CUDA toolkit here, or under $ENV{<PART>_HOME}:
+# header `header` (whose <MACRO>_MAJOR, _MINOR and `patch` macros give the
+# version), library `lib`, at least version `min`. Sets <PART>_INCLUDE_DIR,
+# <PART>_LIBRARY and LUNET_HAVE_<PART> with its summary.
+macro(lunet_find_toolkit_lib part name header lib macro patch min)
   set(_found OFF)
   set(_why "no CUDA backend")
-  if(NOT LUNET_NCCL STREQUAL "OFF" AND LUNET_HAVE_CUDA)
-    set(_why "no nccl.h and libnccl found")
-    find_path(NCCL_INCLUDE_DIR nccl.h
-              HINTS $ENV{NCCL_HOME}/include ${CUDAToolkit_INCLUDE_DIRS})
-    find_library(NCCL_LIBRARY nccl
-                 HINTS $ENV{NCCL_HOME}/lib $ENV{NCCL_HOME}/lib64 ${CUDAToolkit_LIBRARY_DIR})
-    if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
-      file(STRINGS ${NCCL_INCLUDE_DIR}/nccl.h _nccl_defs
-           REGEX "^#define NCCL_(MAJOR|MINOR|PATCH) +[0-9]+")
-      string(REGEX REPLACE ".*NCCL_MAJOR +([0-9]+).*NCCL_MINOR +([0-9]+).*NCCL_PATCH +([0-9]+).*"
-             "\\1.\\2.\\3" _nccl_version "${_nccl_defs}")
-      if(_nccl_version VERSION_LESS 2.13)
-        set(_why "NCCL ${_nccl_version} is older than 2.13")
+  if(NOT LUNET_${part} STREQUAL "OFF" AND LUNET_HAVE_CUDA)
+    set(_why "no ${header} and lib${lib} found")
+    find_path(${part}_INCLUDE_DIR ${header}
+              HINTS $ENV{${part}_HOME}/include ${CUDAToolkit_INCLUDE_DIRS})
+    find_library(${part}_LIBRARY ${lib}
+                 HINTS $ENV{${part}_HOME}/lib $ENV{${part}_HOME}/lib64 ${CUDAToolkit_LIBRARY_DIR})
+    if(${part}_INCLUDE_DIR AND ${part}_LIBRARY)
+      file(STRINGS ${${part}_INCLUDE_DIR}/${header} _defs
+           REGEX "^#define ${macro}_(MAJOR|MINOR|${patch}) +[0-9]+")
+      string(REGEX REPLACE ".*${macro}_MAJOR +([0-9]+).*${macro}_MINOR +([0-9]+).*${macro}_${patch} +([0-9]+).*"
+             "\\1.\\2.\\3" _version "${_defs}")
+      if(_version VERSION_LESS ${min})
+        set(_why "${name} ${_version} is older than ${min}")
       else()
         set(_found ON)
-        set(_why "NCCL ${_nccl_version}")
+        set(_why "${name} ${_version}")
       endif()
     endif()
   endif()
-  lunet_resolve(NCCL ${_found} "${_why}")
+  lunet_resolve(${part} ${_found} "${_why}")
 endmacro()
 
-# cuDNN (the alternative BatchNorm path, lunet.backends.cudnn) comes with
-# the CUDA toolkit here; CUDNN_HOME points elsewhere. Version 9 or newer.
+# NCCL (the engine for CUDA tensors in lunet.dist). 2.13 is the oldest with
+# ncclGetLastError (ncclAvg and bfloat16 came in 2.10).
+macro(lunet_find_nccl)
+  lunet_find_toolkit_lib(NCCL NCCL nccl.h nccl NCCL PATCH 2.13)
+endmacro()
+
+# cuDNN (the alternative BatchNorm path, lunet.backends.cudnn), 9 or newer.
 macro(lunet_find_cudnn)
-  set(_found OFF)
-  set(_why "no CUDA backend")
-  if(NOT LUNET_CUDNN STREQUAL "OFF" AND LUNET_HAVE_CUDA)
-    set(_why "no cudnn.h and libcudnn found")
-    find_path(CUDNN_INCLUDE_DIR cudnn_version.h
-              HINTS $ENV{CUDNN_HOME}/include ${CUDAToolkit_INCLUDE_DIRS})
-    find_library(CUDNN_LIBRARY cudnn
-                 HINTS $ENV{CUDNN_HOME}/lib $ENV{CUDNN_HOME}/lib64 ${CUDAToolkit_LIBRARY_DIR})
-    if(CUDNN_INCLUDE_DIR AND CUDNN_LIBRARY)
-      file(STRINGS ${CUDNN_INCLUDE_DIR}/cudnn_version.h _cudnn_defs
-           REGEX "^#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) +[0-9]+")
-      string(REGEX REPLACE ".*CUDNN_MAJOR +([0-9]+).*CUDNN_MINOR +([0-9]+).*CUDNN_PATCHLEVEL +([0-9]+).*"
-             "\\1.\\2.\\3" _cudnn_version "${_cudnn_defs}")
-      if(_cudnn_version VERSION_LESS 9.0)
-        set(_why "cuDNN ${_cudnn_version} is older than 9")
-      else()
-        set(_found ON)
-        set(_why "cuDNN ${_cudnn_version}")
-      endif()
-    endif()
-  endif()
-  lunet_resolve(CUDNN ${_found} "${_why}")
+  lunet_find_toolkit_lib(CUDNN cuDNN cudnn_version.h cudnn CUDNN PATCHLEVEL 9.0)
 endmacro()
