@@ -608,16 +608,16 @@ done:
 **   dx = w * (dy - S1 / N - (x - mean) * invstd^2 * S2 / N)
 ** and this rank's dweight = sum(dy * (x - mean)) * invstd, dbias = sum(dy)
 ** over its own values. The all_reduce runs only when dx is needed, as in
-** PyTorch; every rank of a data-parallel model agrees on that. The kernels
-** have no entry for dx from sums made elsewhere, so dx is two of their
-** maps, dy * w and (x - mean) * b + d, added. */
+** PyTorch; every rank of a data-parallel model agrees on that. dx is then
+** one pass of the kernels' map from the global sums and count
+** (ln_bn_cpu_train_dx). */
 static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in) {
   const sbn_saved *s = node->extra;
   if (s->dev) return sbn_backward_device(node, grad_out, grad_in);
   ln_tensor *x = ln_node_saved(node, 0);
   if (!x) return ln_last_status();
   ln_tensor *w = ln_node_saved(node, 1), *b = ln_node_saved(node, 2);
-  ln_tensor *dy = NULL, *dx = NULL, *part = NULL, *row = NULL;
+  ln_tensor *dy = NULL, *dx = NULL, *row = NULL;
   bool need_x = node->next[0].node, need_w = node->next[1].node, need_b = node->next[2].node;
   int64_t C = s->C, M = ln_tensor_numel(x) / C, len = 2 * C + 1;
   const double *mean = s->v, *invstd = s->v + C;
@@ -625,13 +625,13 @@ static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **g
   pending mine = { .st = LN_OK };
   ln_status st = LN_OK;
   ln_bn_blocks bl;
-  ln_bn_view xv, gv, dv, pv;
-  double *buf = calloc((size_t)(5 * C + 1), sizeof(double));
+  ln_bn_view xv, gv, dv;
+  double *buf = calloc((size_t)(2 * C + 1), sizeof(double));
   if (!buf || !(row = ln_zeros(&len, 1, LN_F64, LN_DEVICE_CPU))) {
     st = buf ? ln_last_status() : ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm backward");
     goto done;
   }
-  double *wv = buf, *cb = wv + C, *cd = cb + C, *tmp = cd + C, *zero = tmp + C;
+  double *wv = buf, *tmp = wv + C;
   double *sdy = ln_tensor_data(row), *sdyx = sdy + C;
   if (M > 0) {
     ln_bn_blocks_for(x, 1, &bl);  /* x is what the forward's kernels ran on */
@@ -665,24 +665,16 @@ static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **g
     goto done;
   }
   ln_bn_vec_load(w, C, 1.0, wv);
-  for (int64_t c = 0; c < C; c++) {
-    wv[c] *= invstd[c];
-    cb[c] = -wv[c] * invstd[c] * invstd[c] * sdyx[c] / s->count;
-    cd[c] = -wv[c] * sdy[c] / s->count;
-  }
-  if (!(dx = ln_bn_empty(&bl.plan, x, dt)) || !(part = ln_bn_empty(&bl.plan, x, dt))) {
+  if (!(dx = ln_bn_empty(&bl.plan, x, dt))) {
     st = ln_last_status();
     goto done;
   }
   ln_bn_view_for(&bl.plan, dx, &dv);
-  ln_bn_view_for(&bl.plan, part, &pv);
-  st = ln_bn_cpu_affine(dt, &bl.plan.g, &gv, &dv, zero, wv, zero);
-  if (st == LN_OK) st = ln_bn_cpu_affine(dt, &bl.plan.g, &xv, &pv, mean, cb, cd);
-  if (st == LN_OK) st = ln_binary_(LN_ADD, dx, part);
+  st = ln_bn_cpu_train_dx(dt, &bl.plan.g, &xv, &gv, &dv, mean, invstd, wv, sdy, sdyx,
+                          s->count);
 done:
   hand_over(st, &dx, grad_in);
   ln_tensor_release(dx);
-  ln_tensor_release(part);
   ln_tensor_release(dy);
   ln_tensor_release(row);
   free(buf);
