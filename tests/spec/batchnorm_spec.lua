@@ -16,17 +16,11 @@ local assert_close, case_names, max_diff = helpers.assert_close, helpers.case_na
 local fixture = helpers.fixtures("tests/fixtures/batchnorm/")
 
 local parse, TOL = helpers.parse_case, helpers.bn_tol
+local set_affine = helpers.set_affine
 
 local function options_of(c)
   return { eps = c.eps, momentum = c.momentum ~= "none" and c.momentum,
            affine = c.affine, track_running_stats = c.track, dtype = c.dtype }
-end
-
-local function set_affine(bn, w, b)
-  lunet.no_grad(function()
-    bn.weight:copy_(w)
-    bn.bias:copy_(b)
-  end)
 end
 
 -- ---- against PyTorch ----

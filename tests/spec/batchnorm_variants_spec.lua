@@ -12,6 +12,7 @@ local err, f64, max_diff = helpers.err, helpers.f64, helpers.max_diff
 local fixture = helpers.fixtures("tests/fixtures/batchnorm_variants/")
 
 local parse, TOL = helpers.parse_case, helpers.bn_tol
+local set_affine = helpers.set_affine
 
 -- NaN must be where the reference has NaN, and the rest close (helpers'
 -- assert_close has no equal_nan).
@@ -55,13 +56,6 @@ local function formatted(x, format)
   if format == "channels_last" then return x:contiguous("channels_last") end
   if format == "nhwc_view" then return x:permute(1, 3, 4, 2):contiguous():permute(1, 4, 2, 3) end
   return x
-end
-
-local function set_affine(bn, w, b)
-  lunet.no_grad(function()
-    bn.weight:copy_(w)
-    bn.bias:copy_(b)
-  end)
 end
 
 -- ---- against PyTorch ----

@@ -94,6 +94,14 @@ end
 -- Tolerances per dtype of the BatchNorm family's fixtures, for outputs and
 -- gradients of magnitude ~1 to 5. float16/bfloat16 are stored as such and
 -- computed in float32: the differences are a rounding of the stored result.
+-- Set a BatchNorm module's weight and bias to w and b (fixture values).
+function M.set_affine(bn, w, b)
+  lunet.no_grad(function()
+    bn.weight:copy_(w)
+    bn.bias:copy_(b)
+  end)
+end
+
 M.bn_tol = {
   float64 = { rtol = 1e-10, atol = 1e-10 },
   float32 = { rtol = 1e-4, atol = 2e-5 },
