@@ -15,8 +15,11 @@
 ** the first index of the maximum with NaN as the maximum, as the CPU
 ** kernels (core/ops_reduce.c) do.
 **
-** The partials of a split reduction live in stream-ordered memory
-** (cudaMallocAsync), freed on the stream after the combining launch.
+** The partials of a split reduction live in a device tensor from the
+** caching allocator (counted by memory_stats, retried after a GC on
+** out-of-memory), released once both launches are queued: the block goes
+** back to the pool, and its next user's work runs after them on the
+** device's stream.
 */
 #include <math.h>
 #include <stdint.h>
@@ -190,14 +193,17 @@ __global__ void reduce_combine(const __grid_constant__ ln_reduce_plan p, const r
 /* ---- launchers ---- */
 
 template <class R, typename C>
-static ln_status run(const ln_reduce_plan &p, red_io io, cudaStream_t s) {
+static ln_status run(const ln_reduce_plan &p, red_io io, int device, cudaStream_t s) {
   typedef typename R::Acc Acc;
   if (p.outputs == 0) return LN_OK;
-  cudaError_t err = cudaSuccess;
-  if (p.chunks > 1) {
-    err = cudaMallocAsync(&io.partials, sizeof(Acc) * (size_t)(p.outputs * p.chunks), s);
-    if (err != cudaSuccess) return ln_cuda_check(err, "the allocation of a reduction's partials");
+  ln_tensor *partials = NULL;
+  if (p.chunks > 1) {  /* int64 elements: 8-byte aligned, as every Acc needs */
+    int64_t n = (int64_t)((sizeof(Acc) * (size_t)(p.outputs * p.chunks) + 7) / 8);
+    if (!(partials = ln_empty(&n, 1, LN_I64, ln_device{ LN_CUDA, device })))
+      return ln_last_status();
+    io.partials = ln_tensor_data(partials);
   }
+  cudaError_t err;
   if (p.mapping == LN_RP_BLOCK)
     reduce_block<R, C><<<(unsigned)p.blocks, p.threads, p.threads * sizeof(Acc), s>>>(p, io);
   else
@@ -207,21 +213,19 @@ static ln_status run(const ln_reduce_plan &p, red_io io, cudaStream_t s) {
     reduce_combine<R><<<(unsigned)p.blocks2, p.threads2, p.threads2 * sizeof(Acc), s>>>(p, io);
     err = cudaGetLastError();
   }
-  if (io.partials) {
-    cudaError_t freed = cudaFreeAsync(io.partials, s);
-    if (err == cudaSuccess) err = freed;
-  }
+  ln_tensor_release(partials);
   return ln_cuda_check(err, "a reduction");
 }
 
 /* R instantiated for the compute type of the input's dtype. */
 template <template <typename> class R>
-static ln_status run_typed(const ln_reduce_plan &p, const red_io &io, cudaStream_t s) {
+static ln_status run_typed(const ln_reduce_plan &p, const red_io &io, int device,
+                           cudaStream_t s) {
   switch (io.in_dt) {
-  case LN_F64: return run<R<double>, double>(p, io, s);
+  case LN_F64: return run<R<double>, double>(p, io, device, s);
   case LN_I64:
-  case LN_BOOL: return run<R<int64_t>, int64_t>(p, io, s);
-  default: return run<R<float>, float>(p, io, s);
+  case LN_BOOL: return run<R<int64_t>, int64_t>(p, io, device, s);
+  default: return run<R<float>, float>(p, io, device, s);
   }
 }
 
@@ -251,10 +255,10 @@ static ln_status cuda_reduce(ln_reduce_kind kind, const ln_ew_desc *d) {
   ln_status st = prepare(d, -1, "reduce", &p, &io, &s);
   if (st != LN_OK) return st;
   switch (kind) {
-  case LN_RK_SUM: return run_typed<SumR>(p, io, s);
-  case LN_RK_MAX: return run_typed<MaxR>(p, io, s);
-  case LN_RK_MIN: return run_typed<MinR>(p, io, s);
-  default: return run_typed<SqdevR>(p, io, s);
+  case LN_RK_SUM: return run_typed<SumR>(p, io, d->device, s);
+  case LN_RK_MAX: return run_typed<MaxR>(p, io, d->device, s);
+  case LN_RK_MIN: return run_typed<MinR>(p, io, d->device, s);
+  default: return run_typed<SqdevR>(p, io, d->device, s);
   }
 }
 
@@ -265,7 +269,7 @@ static ln_status cuda_argmax(int dim, const ln_ew_desc *d) {
   if (d->nops != 2 || dim < 0)
     return ln_error(LN_EINVAL, "argmax: bad description (%d operands, dim %d)", d->nops, dim);
   ln_status st = prepare(d, dim, "argmax", &p, &io, &s);
-  return st == LN_OK ? run_typed<ArgmaxR>(p, io, s) : st;
+  return st == LN_OK ? run_typed<ArgmaxR>(p, io, d->device, s) : st;
 }
 
 extern "C" void ln_cuda_install_reduce(ln_device_kernels *k) {
