@@ -5,6 +5,7 @@
 ** core/block_pool.c's, tested on the CPU with a fake source.
 */
 #include <pthread.h>
+#include <stdbool.h>
 
 #include <cuda_runtime_api.h>
 
@@ -19,30 +20,47 @@ static ln_block_pool *pools[MAX_DEVICES];
 static int pool_device[MAX_DEVICES];  /* the ctx of pool i points at entry i */
 static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Make `device` current; returns the device that was (-1: none known).
+** Segments come and go on the pool's device, but the caller's current
+** device is left as it was: a caller holding another device's stream may
+** allocate before it launches there. */
+static int enter_device(int device) {
+  int prev = -1;
+  if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+  if (prev != device && cudaSetDevice(device) != cudaSuccess) return -2;
+  return prev;
+}
+
+static void leave_device(int device, int prev) {
+  if (prev >= 0 && prev != device) cudaSetDevice(prev);
+  cudaGetLastError();  /* an error here is not the caller's to see */
+}
+
 /* A segment from CUDA on the ctx's device; NULL (error cleared) on failure. */
 static void *segment_alloc(void *ctx, size_t nbytes) {
-  int device = *(int *)ctx;
+  int device = *(int *)ctx, prev = enter_device(device);
   void *p = NULL;
-  if (cudaSetDevice(device) != cudaSuccess || cudaMalloc(&p, nbytes) != cudaSuccess) {
-    cudaGetLastError();
-    return NULL;
-  }
+  bool ok = prev != -2 && cudaMalloc(&p, nbytes) == cudaSuccess;
+  leave_device(device, prev);
+  if (!ok) return NULL;
   ln_memory_reserved_add((ln_device){ LN_CUDA, device }, (int64_t)nbytes);
   return p;
 }
 
 /* Nothing can be reported from a free; an error is cleared and dropped. */
 static void segment_free(void *ctx, void *ptr, size_t nbytes) {
-  int device = *(int *)ctx;
-  if (cudaSetDevice(device) != cudaSuccess || cudaFree(ptr) != cudaSuccess)
-    cudaGetLastError();
+  int device = *(int *)ctx, prev = enter_device(device);
+  if (prev != -2) cudaFree(ptr);
+  leave_device(device, prev);
   ln_memory_reserved_add((ln_device){ LN_CUDA, device }, -(int64_t)nbytes);
 }
 
 /* Before segments go back: blocks freed by the host may still be in use by
 ** work queued on the stream. A failure is dropped (cudaFree reports it). */
 static void segment_sync(void *ctx) {
-  if (ln_cuda_synchronize(*(int *)ctx) != LN_OK) ln_clear_error();
+  int device = *(int *)ctx, prev = enter_device(device);
+  if (ln_cuda_synchronize(device) != LN_OK) ln_clear_error();
+  leave_device(device, prev);
 }
 
 /* The device's pool, created on first use; NULL out of range or memory.
