@@ -39,7 +39,10 @@ static cublasHandle_t handle_for(int device) {
   if (!s) return NULL;
   pthread_mutex_lock(&handles_lock);
   cublasHandle_t h = handles[device];
-  if (!h && cublas_check(cublasCreate(&h), "handle creation") == LN_OK) handles[device] = h;
+  if (!h) {  /* a failed cublasCreate leaves no handle to use */
+    if (cublas_check(cublasCreate(&h), "handle creation") == LN_OK) handles[device] = h;
+    else h = NULL;
+  }
   pthread_mutex_unlock(&handles_lock);
   if (h && cublas_check(cublasSetStream(h, s), "cublasSetStream") != LN_OK) return NULL;
   return h;
