@@ -5,7 +5,8 @@
 ** walk cuda/reduce_plan.h's plan, as cuda/reduce.cu does), so what core
 ** does for a device tensor (descriptions, keepdim views, mean and var's
 ** divisions, argmax's dim, batch strides and layouts of the gemm,
-** backward) is checked against the same ops on the CPU. The CUDA kernels
+** backward, random draws' counters) is checked against the same ops on
+** the CPU. The CUDA kernels
 ** themselves run only on a GPU (tests/spec/cuda_ops_spec.lua).
 */
 #include <math.h>
@@ -17,6 +18,8 @@
 #include "core/blas.h"
 #include "core/device.h"
 #include "core/ops.h"
+#include "core/philox.h"
+#include "core/random.h"
 #include "core/tensor.h"
 #include "cuda/reduce_plan.h"
 
@@ -150,6 +153,27 @@ static ln_status host_gemm(int device, ln_dtype dt, bool ta, bool tb, int64_t m,
   return LN_OK;
 }
 
+/* cuda/random.cu's kernel as a loop: counter + c gives elements c * lanes
+** .., stored in dt, a uniform value that reached b replaced by the value
+** below it. */
+static ln_status host_philox_fill(int device, void *data, ln_dtype dt, int64_t n, bool normal,
+                                  double a, double b, uint64_t seed, uint64_t counter) {
+  (void)device;
+  ln_philox_draw d = { normal, dt == LN_F64, a, b };
+  double below = normal ? 0.0 : ln_philox_uniform_below(dt, a, b);
+  int64_t lanes = ln_philox_lanes(&d), es = (int64_t)ln_dtype_size(dt);
+  for (int64_t c = 0; c * lanes < n; c++) {
+    double v[4];
+    int k = ln_philox_block(&d, seed, counter + (uint64_t)c, v);
+    for (int l = 0; l < k && c * k + l < n; l++) {
+      char *p = (char *)data + (c * k + l) * es;
+      ln_store_double(p, dt, v[l]);
+      if (!normal && ln_load_double(p, dt) >= b) ln_store_double(p, dt, below);
+    }
+  }
+  return LN_OK;
+}
+
 static const ln_device_kernels host_kernels = {
   .binary = host_binary,
   .compare = host_compare,
@@ -157,6 +181,7 @@ static const ln_device_kernels host_kernels = {
   .reduce = host_reduce,
   .argmax = host_argmax,
   .gemm = host_gemm,
+  .philox_fill = host_philox_fill,
 };
 
 static const ln_backend host_backend = {
@@ -511,6 +536,37 @@ static void test_cat(void) {
   for (int i = 0; i < 6; i++) ln_tensor_release(tensors[i]);
 }
 
+/* ---- random draws ---- */
+
+/* Draws on the device take the CPU's values and move the generator on by
+** as much: contiguous tensors through philox_fill (the counters core
+** reserves), strided ones through a CPU buffer. */
+static void test_random(void) {
+  static const ln_dtype dts[] = { LN_F32, LN_F64, LN_F16, LN_BF16 };
+  int64_t sizes[] = { 5, 7 };  /* 35: not a multiple of either lane count */
+  int bad = 0;
+  for (int i = 0; i < 4; i++) {
+    ln_tensor *r[2][4] = { { NULL } };
+    ln_rng_state after[2];
+    for (int side = 0; side < 2; side++) {
+      ln_device dev = side ? DEV : CPU;
+      ln_manual_seed(1234);
+      r[side][0] = ln_rand(sizes, 2, dts[i], dev);
+      r[side][1] = ln_randn(sizes, 2, dts[i], dev);
+      r[side][2] = ln_empty(sizes, 2, dts[i], dev);
+      r[side][3] = ln_empty(sizes, 2, dts[i], dev);
+      ln_tensor *t = ln_transpose(r[side][3], 0, 1);
+      bad += ln_uniform_(r[side][2], -1.0, 1.0 + 1e-9) != LN_OK;  /* 'below' clamps */
+      bad += ln_normal_(t, 2.0, 0.5) != LN_OK;
+      ln_tensor_release(t);
+      after[side] = ln_rng_get_state();
+    }
+    for (int j = 0; j < 4; j++) bad += !agree_release(r[0][j], r[1][j], 0);
+    bad += after[0].seed != after[1].seed || after[0].offset != after[1].offset;
+  }
+  CHECK(bad == 0);
+}
+
 int main(void) {
   ln_init();
   ln_backend_register(LN_CUDA, &host_backend);
@@ -528,6 +584,7 @@ int main(void) {
   test_matmul(LN_F64);
   test_matmul_batched_backward();
   test_cat();
+  test_random();
   CHECK(ln_tensor_live_count() == live);
   return check_done("test_device_ops");
 }
