@@ -45,10 +45,13 @@ template <typename T> struct BnStatOp {
     l.n += ROWS ? 1 : VEC;
   }
 
+  /* M2 clamped at 0 against rounding, NaN kept (fmax would turn a NaN
+  ** into 0: a finite variance for data with NaN, unlike the CPU). */
   __device__ Part part(const Lane &l, int v) const {
     if (l.n == 0) return Part{ 0, 0, 0 };
     double n = (double)l.n, s1 = (double)l.s1[v], s2 = (double)l.s2[v];
-    return Part{ n, (double)l.k[v] + s1 / n, fmax(s2 - s1 * s1 / n, 0.0) };
+    double m2 = s2 - s1 * s1 / n;
+    return Part{ n, (double)l.k[v] + s1 / n, m2 < 0 ? 0.0 : m2 };
   }
 
   __device__ void pair_done(int64_t g, int64_t c, const Part &p) const {
