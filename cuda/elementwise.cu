@@ -188,9 +188,11 @@ __global__ void ew_flat(int64_t n, TO *out, flat_inputs<TI, NIN> in, F f) {
   }
 }
 
-/* Any dtypes and strides. */
+/* Any dtypes and strides. The description is read where the launch put it
+** (__grid_constant__): its address goes to ln_ew_offsets without a copy of
+** its few hundred bytes per thread. */
 template <typename C, int NIN, typename F>
-__global__ void ew_strided(const ln_ew_desc d, F f) {
+__global__ void ew_strided(const __grid_constant__ ln_ew_desc d, F f) {
   int64_t stride = (int64_t)blockDim.x * gridDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < d.numel; i += stride) {
     int64_t off[LN_EW_MAX_OPS];
@@ -205,7 +207,7 @@ __global__ void ew_strided(const ln_ew_desc d, F f) {
 
 /* Same dtype on both sides: the bits of an element of size sizeof(T). */
 template <typename T>
-__global__ void copy_strided(const ln_ew_desc d) {
+__global__ void copy_strided(const __grid_constant__ ln_ew_desc d) {
   int64_t stride = (int64_t)blockDim.x * gridDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < d.numel; i += stride) {
     int64_t off[LN_EW_MAX_OPS];
@@ -215,7 +217,7 @@ __global__ void copy_strided(const ln_ew_desc d) {
 }
 
 /* ln_convert's casts: exact between int64 and bool, through double else. */
-__global__ void convert_strided(const ln_ew_desc d) {
+__global__ void convert_strided(const __grid_constant__ ln_ew_desc d) {
   bool ints = (d.ops[0].dtype == LN_I64 || d.ops[0].dtype == LN_BOOL) &&
               (d.ops[1].dtype == LN_I64 || d.ops[1].dtype == LN_BOOL);
   int64_t stride = (int64_t)blockDim.x * gridDim.x;
