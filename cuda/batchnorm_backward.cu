@@ -155,10 +155,10 @@ static ln_status backward_map(const ln_bn_dev_bwd *b, cudaStream_t s, const void
   a.ca = (const A *)ca, a.cb = (const A *)cb, a.cd = (const A *)cd;
   a.C = g->C, a.total = mp.total;
   ln_bn_digits(mp.ctas * mp.threads, a.lv.n, a.step);
-  bn_with_vec<T>(vec, [&](auto V) {
+  bool ran = bn_with_vec<T>(vec, [&](auto V) {
     bn_backward_map_kernel<T, decltype(V)::value><<<(unsigned)mp.ctas, mp.threads, 0, s>>>(a);
   });
-  return bn_launched("the batch_norm backward kernel");
+  return bn_launched_vec(ran, vec, "the batch_norm backward kernel");
 }
 
 /* row: SyncBatchNorm's local sums (no dx), or NULL. */

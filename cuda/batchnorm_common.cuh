@@ -420,17 +420,27 @@ static inline int bn_vec_for(const ln_bn_geom *g, int esize, int max_vec,
 }
 
 /* Run f(std::integral_constant<int, VEC>) for vec in {1, 2, 4, 8} with at
-** most 16 bytes of T. */
-template <typename T, typename F> static inline void bn_with_vec(int vec, F f) {
+** most 16 bytes of T; false (nothing run) for any other vec, which the
+** caller reports: a launch skipped silently would leave outputs unset. */
+template <typename T, typename F> static inline bool bn_with_vec(int vec, F f) {
   switch (vec) {
-  case 2: f(std::integral_constant<int, 2>()); break;
+  case 1: f(std::integral_constant<int, 1>()); return true;
+  case 2: f(std::integral_constant<int, 2>()); return true;
   case 4:
-    if constexpr (sizeof(T) <= 4) f(std::integral_constant<int, 4>());
-    break;
+    if constexpr (sizeof(T) <= 4) {
+      f(std::integral_constant<int, 4>());
+      return true;
+    } else {
+      return false;
+    }
   case 8:
-    if constexpr (sizeof(T) <= 2) f(std::integral_constant<int, 8>());
-    break;
-  default: f(std::integral_constant<int, 1>()); break;
+    if constexpr (sizeof(T) <= 2) {
+      f(std::integral_constant<int, 8>());
+      return true;
+    } else {
+      return false;
+    }
+  default: return false;
   }
 }
 
@@ -442,6 +452,12 @@ static inline ln_status bn_check_dtype(ln_dtype dt) {
 
 static inline ln_status bn_launched(const char *what) {
   return ln_cuda_check(cudaGetLastError(), what);
+}
+
+/* The status of a launch of vec-wide kernels (bn_with_vec's result). */
+static inline ln_status bn_launched_vec(bool ran, int vec, const char *what) {
+  if (!ran) return ln_error(LN_ERUNTIME, "%s: no kernel for vectors of %d elements", what, vec);
+  return bn_launched(what);
 }
 
 /* CTAs for a grid-stride loop over n per-channel items. */
@@ -467,7 +483,8 @@ static ln_status bn_reduce_run(const Op &op, const ln_bn_geom *g, int64_t G, int
   ln_status st = ln_cuda_check(
     cudaMemsetAsync(counters, 0, sizeof(unsigned) * (size_t)p.tiles, s), what);
   if (st != LN_OK) return st;
-  bn_with_vec<T>(vec, [&](auto V) {
+  bool ran = !g->rows || vec <= 4;
+  ran = ran && bn_with_vec<T>(vec, [&](auto V) {
     constexpr int VEC = decltype(V)::value;
     if (!g->rows) {
       bn_reduce_kernel<Op, VEC, false><<<(unsigned)p.ctas, p.threads, 0, s>>>(op, p, *g,
@@ -477,7 +494,7 @@ static ln_status bn_reduce_run(const Op &op, const ln_bn_geom *g, int64_t G, int
                                                                              counters, parts);
     }
   });
-  return bn_launched(what);
+  return bn_launched_vec(ran, vec, what);
 }
 
 /* ---- between the families ---- */

@@ -79,10 +79,10 @@ static ln_status forward_map(const ln_bn_dev_fwd *f, cudaStream_t s, const void 
   a.ca = (const A *)ca, a.cb = (const A *)cb;
   a.C = g->C, a.total = mp.total, a.relu = f->relu;
   ln_bn_digits(mp.ctas * mp.threads, a.lv.n, a.step);
-  bn_with_vec<T>(vec, [&](auto V) {
+  bool ran = bn_with_vec<T>(vec, [&](auto V) {
     bn_forward_map_kernel<T, decltype(V)::value><<<(unsigned)mp.ctas, mp.threads, 0, s>>>(a);
   });
-  return bn_launched("the batch_norm forward kernel");
+  return bn_launched_vec(ran, vec, "the batch_norm forward kernel");
 }
 
 template <typename T> static ln_status forward_t(const ln_bn_dev_fwd *f, cudaStream_t s) {
