@@ -122,10 +122,19 @@ static void run_close(conv_run *r) {
   ln_tensor_release(r->buf);
 }
 
-/* C[M, N] = op(A) op(B) + beta C, row-major, on the device. */
+/* C[M, N] = op(A) op(B) + beta C, row-major, on the device. An empty
+** product (K = 0: no input channels per group, or no output channels in
+** the backward) is beta C here, beta being 0 or 1: cuBLAS refuses its
+** leading dimension 0. */
 static ln_status gemm(const conv_run *r, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                       const void *A, int64_t lda, const void *B, int64_t ldb, double beta,
                       void *C, int64_t ldc) {
+  if (K == 0)
+    return beta != 0 || M == 0 || N == 0
+             ? LN_OK
+             : ln_cuda_check(cudaMemset2DAsync(C, (size_t)(ldc * r->elem), 0,
+                                               (size_t)(N * r->elem), (size_t)M, r->stream),
+                             "conv2d's empty product");
   return r->dk->gemm(r->device, r->dt, ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc, 1,
                      0, 0, 0);
 }
