@@ -215,10 +215,9 @@ bn_reduce_kernel(const Op op, const ln_bn_red_plan p, const ln_bn_geom g, unsign
   /* the tile's last CTA: teams of p.team lanes merge each (block,
   ** channel)'s splits, in split order, then a tree within the team */
   const int64_t nch = c1 - c0, pairs = p.G * nch;
-  const int team = p.team, teams = blockDim.x / team, member = tid % team;
-  const unsigned wl = tid & 31, mask = (team == 32 ? BN_FULL : ((1u << team) - 1u))
-                                         << (wl & ~(unsigned)(team - 1));
-  for (int64_t pair = tid / team; tid < teams * team && pair < pairs; pair += teams) {
+  const int team = p.team, lanes = ln_bn_merge_lanes(&p), member = tid % team;
+  const unsigned mask = ln_bn_team_mask(team, tid);
+  for (int64_t pair = tid / team; tid < lanes && pair < pairs; pair += lanes / team) {
     int64_t gb = pair / nch, ch = c0 + pair % nch;
     const Part *pp = parts + (gb * p.C + ch) * p.splits;
     Part acc = Part();

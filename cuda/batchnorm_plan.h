@@ -237,6 +237,18 @@ LN_BN_HD void ln_bn_red_units(const ln_bn_red_plan *p, const ln_bn_geom *g, int6
   ln_bn_digits(p->rt, n, step);
 }
 
+/* The last CTA's merge: teams of p->team lanes, the first `lanes`
+** threads (whole teams; a partial last warp sits out when a team is a
+** whole warp). The shuffle mask of thread tid's team: its team's lanes of
+** its warp (a team never straddles two warps: team divides 32). */
+LN_BN_HD int ln_bn_merge_lanes(const ln_bn_red_plan *p) {
+  return p->threads / p->team * p->team;
+}
+LN_BN_HD unsigned ln_bn_team_mask(int team, int tid) {
+  unsigned wl = (unsigned)tid & 31u;
+  return (team == 32 ? 0xffffffffu : ((1u << team) - 1u)) << (wl & ~(unsigned)(team - 1));
+}
+
 /* ---- elementwise maps ---- */
 
 typedef struct ln_bn_map_plan {

@@ -2,9 +2,10 @@
 ** test_cuda_bn_plan.c -- the launch planning of the BatchNorm CUDA kernels
 ** (cuda/batchnorm_plan.h), on the CPU: digit walks against division,
 ** reduction plans within the hardware's limits for C = 1..4096, huge
-** N*H*W, odd channel counts, empty shapes and too many blocks, vector
-** widths, and a simulation of every lane's walk (reductions and maps)
-** that must visit each element of each (block, channel) exactly once.
+** N*H*W, odd channel counts, empty shapes and too many blocks, the
+** merge teams' shuffle masks, vector widths, and a simulation of every
+** lane's walk (reductions and maps) that must visit each element of each
+** (block, channel) exactly once.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,27 @@ static void test_digits(void) {
   }
 }
 
+/* The last CTA's merge teams: each merging thread's shuffle mask holds
+** exactly its team's lanes, all of them threads that exist and merge (a
+** mask naming a lane that is absent or elsewhere is undefined behaviour);
+** the teams cover the merging threads once. */
+static bool teams_ok(const ln_bn_red_plan *p) {
+  int lanes = ln_bn_merge_lanes(p);
+  bool ok = lanes >= p->team && lanes <= p->threads && lanes % p->team == 0;
+  for (int tid = 0; tid < lanes && ok; tid++) {
+    unsigned mask = ln_bn_team_mask(p->team, tid);
+    int base = tid & ~31, members = 0;
+    ok = (mask >> (tid & 31)) & 1u;
+    for (int l = 0; l < 32 && ok; l++) {
+      if (!((mask >> l) & 1u)) continue;
+      members++;
+      ok = base + l < lanes && (base + l) / p->team == tid / p->team;
+    }
+    ok = ok && members == p->team;
+  }
+  return ok;
+}
+
 /* Limits every plan must respect, and the channels its tiles cover. */
 static bool plan_ok(const ln_bn_geom *g, int64_t G, const ln_bn_red_plan *p) {
   bool ok = p->threads == p->ct * p->rt && p->threads <= LN_BN_RED_THREADS &&
@@ -49,6 +71,7 @@ static bool plan_ok(const ln_bn_geom *g, int64_t G, const ln_bn_red_plan *p) {
   ok = ok && p->team >= 1 && p->team <= 32 && (p->team & (p->team - 1)) == 0 &&
        (p->team >= p->splits || p->team == 32);
   ok = ok && (p->splits == 1 || p->per_split >= (int64_t)p->rt * LN_BN_MIN_UNITS);
+  ok = ok && teams_ok(p);
   int64_t next = 0;
   for (int64_t t = 0; t < p->tiles && ok; t++) {
     int64_t c0, c1;
@@ -93,6 +116,15 @@ static void test_limits(void) {
   CHECK(ln_bn_red_plan_for(&few, 1, 1, 1056, &p) && p.splits >= 40 && p.ctas >= 132);
   CHECK(ln_bn_red_plan_for(&many, 1, 4, 1056, &p) && p.splits <= 4 && p.tiles == 4 &&
         p.ct == 256 && p.rt == 1);
+  /* 9 columns of 16 lanes: 144 threads, a partial last warp; teams of 32
+  ** (many splits) leave it out of the merge, smaller teams fit in it */
+  ln_bn_geom nine = { 9, 4096, 64, true };
+  CHECK(ln_bn_red_plan_for(&nine, 1, 1, 1056, &p) && p.threads == 144 && p.team == 32 &&
+        ln_bn_merge_lanes(&p) == 128 && teams_ok(&p));
+  p.team = 16;
+  CHECK(ln_bn_merge_lanes(&p) == 144 && teams_ok(&p));
+  p.team = 1;
+  CHECK(ln_bn_merge_lanes(&p) == 144 && teams_ok(&p) && ln_bn_team_mask(1, 37) == 1u << 5);
   ln_bn_geom odd = { 3, 7, 5, true };
   CHECK(ln_bn_red_plan_for(&odd, 1, 1, 1056, &p) && p.ct == 3 && p.rt == 64 &&
         p.threads == 192 && p.tiles == 1);
