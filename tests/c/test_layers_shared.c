@@ -6,7 +6,9 @@
 ** ln_conv_col_src and conv2d's input gradient; the pools' gathered input
 ** gradients (ln_max_pool_grad_at, ln_adaptive_grad_at) equal the CPU
 ** backward's to the bit, over overlapping windows, padding, dilation, ceil
-** mode, strides, groups and channels-last inputs.
+** mode, strides, groups and channels-last inputs; cuda/conv2d.cu's chunks
+** of samples (ln_conv_chunk_of, the chunk offsets of both gathers) read
+** and sum what the whole batch does.
 */
 #include <stdlib.h>
 
@@ -33,6 +35,34 @@ typedef struct conv_case {
   int64_t N, C, H, W, OC, kh, kw, sh, sw, ph, pw, dh, dw, groups;
   bool channels_last;
 } conv_case;
+
+/* cuda/conv2d.cu walks the batch in chunks of samples: the chunk from n0
+** of nb samples reads the im2col entries and gathers the col2im sums that
+** the whole batch has at rows n0 * P on. dcol is the whole batch's (of the
+** last group). Returns the number of entries that differ. */
+static int64_t chunk_mismatches(const ln_conv_geom *g, const int64_t *xs, const double *dcol) {
+  int64_t P = g->OH * g->OW, rows = g->N * P, Cg = g->C / g->groups;
+  int64_t Kg = Cg * g->kh * g->kw, grp = g->groups - 1, bad = 0;
+  double *part = malloc(sizeof(double) * (size_t)(Kg * rows + 1));
+  for (int64_t chunk = 1; chunk < g->N; chunk++)
+    for (int64_t n0 = 0; n0 < g->N; n0 += chunk) {
+      int64_t nb = g->N - n0 < chunk ? g->N - n0 : chunk, crows = nb * P;
+      for (int64_t kk = 0; kk < Kg; kk++)
+        for (int64_t r = 0; r < crows; r++) {
+          bad += ln_conv_col_src(g, xs, n0, grp, kk, r) !=
+                 ln_conv_col_src(g, xs, 0, grp, kk, n0 * P + r);
+          part[kk * crows + r] = dcol[kk * rows + n0 * P + r];
+        }
+      for (int64_t n = 0; n < nb; n++)
+        for (int64_t c = 0; c < Cg; c++)
+          for (int64_t ih = 0; ih < g->H; ih++)
+            for (int64_t iw = 0; iw < g->W; iw++)
+              bad += ln_conv_col2im_at(g, part, crows, true, 0.0, n, c, ih, iw) !=
+                     ln_conv_col2im_at(g, dcol, rows, true, 0.0, n0 + n, c, ih, iw);
+    }
+  free(part);
+  return bad;
+}
 
 static void check_conv(const conv_case *k) {
   ln_conv2d_params p = ln_conv2d_defaults();
@@ -97,6 +127,7 @@ static void check_conv(const conv_case *k) {
   CHECK(ferr < 1e-12);
   CHECK(serr == 0);   /* same additions in the same order */
   CHECK(gerr < 1e-12);
+  CHECK(chunk_mismatches(&g, xs, dcol) == 0);
   if (ferr >= 1e-12 || serr != 0 || gerr >= 1e-12)
     fprintf(stderr, "  conv case N%lld C%lld %lldx%lld k%lldx%lld s%lld p%lld d%lld g%lld: "
             "forward %g scatter %g grad %g\n", (long long)k->N, (long long)k->C,
@@ -122,6 +153,24 @@ static void test_conv(void) {
     { 1, 1, 3, 3, 1, 3, 3, 1, 1, 2, 2, 2, 2, 1, false },
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv(&cases[i]);
+}
+
+/* ln_conv_chunk_of: the most samples (1 at least, N at most) whose larger
+** buffer (im2col or output rows) fits the budget. */
+static void test_conv_chunk(void) {
+  ln_conv_geom g = { .N = 10, .C = 6, .OC = 4, .OH = 5, .OW = 4, .kh = 3, .kw = 2,
+                     .groups = 2 };
+  int64_t per = 5 * 4 * (6 / 2 * 3 * 2) * 8;   /* one sample's im2col, float64 */
+  CHECK(ln_conv_chunk_of(&g, 8, per) == 1);
+  CHECK(ln_conv_chunk_of(&g, 8, 3 * per + per - 1) == 3);
+  CHECK(ln_conv_chunk_of(&g, 8, 100 * per) == 10);
+  CHECK(ln_conv_chunk_of(&g, 8, per / 2) == 1);
+  g.OC = 40;                                     /* the output rows are larger */
+  CHECK(ln_conv_chunk_of(&g, 4, 2 * 5 * 4 * 40 * 4) == 2);
+  g.C = 0;                                       /* no input channels */
+  CHECK(ln_conv_chunk_of(&g, 4, 5 * 4 * 40 * 4) == 1);
+  g.OC = 0;
+  CHECK(ln_conv_chunk_of(&g, 4, 5 * 4 * 4) == 1);
 }
 
 /* ---- pools ---- */
@@ -248,6 +297,7 @@ int main(void) {
   ln_manual_seed(0);
   int64_t live = ln_tensor_live_count();
   test_conv();
+  test_conv_chunk();
   test_ranges();
   test_pools();
   CHECK(ln_tensor_live_count() == live);
