@@ -466,7 +466,10 @@ int main(int argc, char **argv) {
       !cudnn_ok(cudnnCreateActivationDescriptor(&s.act), "descriptor creation") ||
       !cudnn_ok(cudnnSetActivationDescriptor(s.act, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN,
                                              0.0), "the ReLU's descriptor") ||
-      !buffers_make(&o.d, &s.b)) {
+      !buffers_make(&o.d, &s.b) ||
+      /* a pageable upload may return before its copy lands, and the
+      ** non-blocking stream does not wait for the legacy one */
+      !cuda_ok(cudaDeviceSynchronize(), "the uploads")) {
     fprintf(stderr, "bench_cudnn: %s\n", failure);
     return 1;
   }
