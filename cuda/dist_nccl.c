@@ -25,12 +25,6 @@ typedef struct nccl_group {
   cudaStream_t stream;  /* the device's stream */
 } nccl_group;
 
-static ln_status check_cuda(cudaError_t err, const char *what) {
-  if (err == cudaSuccess) return LN_OK;
-  cudaGetLastError();
-  return ln_error(LN_EDEVICE, "CUDA error in %s: %s", what, cudaGetErrorString(err));
-}
-
 static ln_status check_nccl(ncclResult_t r, ncclComm_t comm, const char *what) {
   if (r == ncclSuccess) return LN_OK;
   const char *detail = ncclGetLastError(comm);
@@ -111,13 +105,13 @@ static ln_status enter(nccl_group *s, ln_device dev, const char *what) {
   if (dev.index != s->device)
     return ln_error(LN_EINVAL, "%s: this group's NCCL communicator is on cuda:%d, the tensor "
                     "is on cuda:%d", what, s->device, dev.index);
-  return check_cuda(cudaSetDevice(s->device), "cudaSetDevice");
+  return ln_cuda_check(cudaSetDevice(s->device), "cudaSetDevice");
 }
 
 /* After a collective was enqueued (r): wait for it and report. */
 static ln_status finish(nccl_group *s, ncclResult_t r, const char *what) {
   ln_status st = check_nccl(r, s->comm, what);
-  if (st == LN_OK) st = check_cuda(cudaStreamSynchronize(s->stream), what);
+  if (st == LN_OK) st = ln_cuda_check(cudaStreamSynchronize(s->stream), what);
   ncclResult_t async = ncclSuccess;
   if (st == LN_OK && ncclCommGetAsyncError(s->comm, &async) == ncclSuccess)
     st = check_nccl(async, s->comm, what);
