@@ -343,12 +343,20 @@ ln_status ln_device_elementwise(const char *name, const ln_ew_call *call, ln_ten
   if (dev.type == LN_CPU)
     return ln_error(LN_ERUNTIME, "%s: cpu tensors have no device kernels", name);
   if (!has_entry(k, call->family)) return ln_cpu_only(name, dev);
+  /* An operand on another device is a 0-dim CPU tensor (ln_common_device
+  ** allows no other): it goes over as the argument of a fill kernel, bits
+  ** unchanged. A copy from pageable host memory would wait for the
+  ** device's stream, making every `x * 2` a synchronization. */
   for (int i = 0; i < nin; i++) {
     use[i] = in[i];
     if (ln_device_eq(ln_tensor_device(in[i]), dev)) continue;
     moved[i] = ln_empty(in[i]->sizes, in[i]->ndim, in[i]->dtype, dev);
     if (!moved[i]) { st = ln_last_status(); goto fail; }
-    if ((st = ln_copy_(moved[i], in[i])) != LN_OK) goto fail;
+    st = in[i]->ndim == 0
+           ? ln_backend_get(dev.type)->fill(dev.index, ln_tensor_data(moved[i]), 1,
+                                            ln_dtype_size(in[i]->dtype), ln_tensor_data(in[i]))
+           : ln_copy_(moved[i], in[i]);
+    if (st != LN_OK) goto fail;
     use[i] = moved[i];
   }
   ln_ew_desc_for(&d, out, use, nin);

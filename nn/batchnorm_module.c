@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../core/autograd.h"
+#include "../core/ops.h"
 #include "batchnorm_module_impl.h"
 #include "pyrepr.h"
 #include "state_dict.h"
@@ -291,15 +292,15 @@ static ln_status finish_lazy(ln_module *m, const ln_tensor *x) {
   return st;
 }
 
-/* Add delta to num_batches_tracked; *count gets the new value. */
-static ln_status count_step(ln_tensor *nbt, double delta, double *count) {
-  double v;
-  ln_status st = ln_tensor_item(nbt, &v);
-  if (st != LN_OK) return st;
-  *count = v + delta;
+/* Add delta to num_batches_tracked in place, on its device: the counter
+** is not read back (on a GPU that would wait for the step's work). */
+static ln_status count_step(ln_tensor *nbt, double delta) {
+  ln_tensor *d = ln_scalar(delta, LN_I64);
+  if (!d) return ln_last_status();
   bool grad_mode = ln_set_grad_enabled(false);
-  st = ln_fill_(nbt, *count);
+  ln_status st = ln_binary_(LN_ADD, nbt, d);
   ln_set_grad_enabled(grad_mode);
+  ln_tensor_release(d);
   return st;
 }
 
@@ -361,10 +362,10 @@ ln_status ln_bn_prepare(ln_module *m, ln_tensor *x, ln_bn_call *c) {
   c->momentum = cumulative ? 0.0 : ln_module_attr_number(m, "momentum", 0.0);
   ln_tensor *nbt = ln_module_get_tensor(m, "num_batches_tracked");
   if (training && track && nbt && !skip) {
-    double count;
-    st = count_step(nbt, 1.0, &count);
-    if (st != LN_OK) return st;
+    if ((st = count_step(nbt, 1.0)) != LN_OK) return st;
     c->counted = true;
+    double count;  /* the cumulative average reads the counter (a GPU waits) */
+    if (cumulative && (st = ln_tensor_item(nbt, &count)) != LN_OK) return st;
     if (cumulative) c->momentum = 1.0 / count;
   }
   c->running_mean = ln_module_get_tensor(m, "running_mean");
@@ -390,8 +391,7 @@ ln_tensor *ln_bn_finish(ln_module *m, const ln_bn_call *c, ln_tensor *out) {
     char msg[1024];
     ln_status code = ln_last_status();
     snprintf(msg, sizeof msg, "%s", ln_last_error());
-    double count;
-    count_step(ln_module_get_tensor(m, "num_batches_tracked"), -1.0, &count);
+    count_step(ln_module_get_tensor(m, "num_batches_tracked"), -1.0);
     ln_error(code, "%s", msg);
   }
   return out;
