@@ -198,3 +198,14 @@ ln_module *ln_layer_module_new(const ln_module_type *type, const void *priv, siz
   if (!m) free(p);
   return m;
 }
+
+ln_status ln_layer_grad_result(ln_status st, ln_tensor *tmp, ln_tensor *dx,
+                               ln_tensor **grad_in) {
+  ln_tensor_release(tmp);
+  if (st != LN_OK) {
+    ln_tensor_release(dx);
+    return st;
+  }
+  grad_in[0] = dx;
+  return LN_OK;
+}

@@ -41,6 +41,12 @@ ln_tensor *ln_layer_finish_inplace(ln_tensor *x, ln_tensor *y);
 /* Run a float32/float64 op on a float16/bfloat16 tensor: x converted to
 ** float32 (recorded), op(x32, ud), the result converted back to x's dtype.
 ** New reference or NULL. */
+/* The end of a backward with one input gradient: tmp (a temporary, or
+** NULL) is released; with st LN_OK dx becomes grad_in[0], else dx is
+** released. Returns st. */
+ln_status ln_layer_grad_result(ln_status st, ln_tensor *tmp, ln_tensor *dx,
+                               ln_tensor **grad_in);
+
 typedef ln_tensor *(*ln_layer_op_fn)(ln_tensor *x, void *ud);
 ln_tensor *ln_layer_via_float32(ln_tensor *x, ln_layer_op_fn op, void *ud);
 

@@ -84,13 +84,7 @@ static ln_status ce_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **gr
 #pragma omp parallel for schedule(static) if (rows * g->C > CE_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) ln_ce_row_backward(g, xv, tv, wv, lv[r], gv, f64, r, dv);
   }
-  ln_tensor_release(gc);
-  if (st != LN_OK) {
-    ln_tensor_release(dx);
-    return st;
-  }
-  grad_in[0] = dx;
-  return LN_OK;
+  return ln_layer_grad_result(st, gc, dx, grad_in);
 }
 
 static ln_status bad_target(int64_t v) {

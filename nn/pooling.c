@@ -204,13 +204,7 @@ static ln_status max_pool_backward(ln_node *node, ln_tensor **grad_out, ln_tenso
   else if (dx)
     max_pool_backward_kernel(g, ln_tensor_data(idx), ln_tensor_data(gy), ln_tensor_strides(gy),
                              ln_tensor_data(dx), ln_tensor_strides(dx), dt == LN_F64);
-  ln_tensor_release(gy);
-  if (st != LN_OK) {
-    ln_tensor_release(dx);
-    return st;
-  }
-  grad_in[0] = dx;
-  return LN_OK;
+  return ln_layer_grad_result(st, gy, dx, grad_in);
 }
 
 static ln_tensor *max_pool_run(ln_tensor *x, const void *params) {
@@ -314,13 +308,7 @@ static ln_status adaptive_backward(ln_node *node, ln_tensor **grad_out, ln_tenso
   ln_tensor *gy = ln_to_dtype(grad_out[0], dt);
   ln_tensor *dx = gy ? grad_for(g, dt, ln_tensor_device(gy)) : NULL;
   ln_status st = dx ? adaptive_on(gy, g, dx, true) : ln_last_status();
-  ln_tensor_release(gy);
-  if (st != LN_OK) {
-    ln_tensor_release(dx);
-    return st;
-  }
-  grad_in[0] = dx;
-  return LN_OK;
+  return ln_layer_grad_result(st, gy, dx, grad_in);
 }
 
 static ln_tensor *adaptive_run(ln_tensor *x, const void *params) {

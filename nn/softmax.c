@@ -75,13 +75,7 @@ static ln_status softmax_backward(ln_node *node, ln_tensor **grad_out, ln_tensor
   ln_tensor_release(g);
   sm_shape s = { node->ints[0], node->ints[1], node->ints[2] };
   ln_status st = dx ? backward_kernel(s, y, gc, dx, node->ints[3]) : ln_last_status();
-  ln_tensor_release(gc);
-  if (st != LN_OK) {
-    ln_tensor_release(dx);
-    return st;
-  }
-  grad_in[0] = dx;
-  return LN_OK;
+  return ln_layer_grad_result(st, gc, dx, grad_in);
 }
 
 typedef struct sm_call { int dim; bool take_log; } sm_call;
