@@ -555,18 +555,16 @@ ln_tensor *ln_bn_forward(const ln_bn_args *a) {
     s = NULL;
     if (ln_bn_record(out, a, x, mask, owned) != LN_OK) goto fail;
   }
+  goto done;
+fail:
+  ln_tensor_release(out);
+  out = NULL;
+done:
   ln_bn_saved_free(s);
   ln_tensor_release(x);
   ln_tensor_release(add);
   ln_tensor_release(mask);
   return out;
-fail:
-  ln_bn_saved_free(s);
-  ln_tensor_release(x);
-  ln_tensor_release(add);
-  ln_tensor_release(mask);
-  ln_tensor_release(out);
-  return NULL;
 }
 
 ln_tensor *ln_batch_norm(ln_tensor *input, ln_tensor *running_mean,
