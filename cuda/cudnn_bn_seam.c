@@ -80,9 +80,12 @@ static bool backward_desc(const ln_bn_dev_bwd *b, ln_cudnn_bn_desc *d) {
   if (!dense_stats(&b->weight, b->dt) || !dense_stats(&b->grad_weight, b->dt) ||
       !dense_stats(&b->grad_bias, b->dt))
     return false;
-  /* The seam gives no eps to the backward; cuDNN reads the saved invstd. */
+  /* cuDNN wants the forward's eps in the backward too (its docs), even
+  ** with the saved invstd given; SyncBatchNorm's backward (eps 0) never
+  ** comes here. */
+  if (!(b->eps > 0)) return false;
   *d = (ln_cudnn_bn_desc){ .device = b->device, .dtype = b->dt, .ops = LN_CUDNN_BN_OPS_BN,
-                           .eps = 1e-5 };
+                           .eps = b->eps };
   return desc_for(&b->g, &b->x.v, d) && same_layout(&b->g, d, &b->dy) &&
          same_layout(&b->g, d, &b->dx) && ln_cudnn_bn_supported(d, true);
 }

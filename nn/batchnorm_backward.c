@@ -103,7 +103,7 @@ static ln_status device_backward(const ln_bn_saved *s, bn_grads *t, ln_tensor *w
   ln_device dev = ln_tensor_device(t->x);
   ln_bn_dev_bwd d = { .device = dev.index, .dt = ln_tensor_dtype(t->x), .g = bl->plan.g,
                       .G = bl->G, .training = s->training, .renorm = s->renorm,
-                      .stats = ln_tensor_data(s->dev_stats) };
+                      .eps = s->eps, .stats = ln_tensor_data(s->dev_stats) };
   ln_tensor *held[3] = { NULL, NULL, NULL };
   if (!ln_bn_dview_for(bl, t->x, &d.x) || !ln_bn_dview_for(bl, t->dy, &d.dy) ||
       (t->dx && !ln_bn_dview_for(bl, t->dx, &d.dx)) ||

@@ -110,6 +110,9 @@ typedef struct ln_bn_dev_bwd {
   ln_bn_dvec weight;                /* absent: 1 */
   const void *stats;                /* the forward's saved rows */
   bool training, renorm;            /* renorm: the r and d rows apply */
+  double eps;                       /* the forward's: cuDNN's backward takes it
+                                    ** (lunet's kernels read the saved invstd);
+                                    ** 0 in SyncBatchNorm's (lunet's only) */
   ln_bn_dvec grad_weight, grad_bias; /* out (dense), each may be absent */
   /* SyncBatchNorm (G = 1, training): float64 sum_dy[C] then sum_dyx[C]
   ** of the global batch of `count` values per channel, for dx alone;

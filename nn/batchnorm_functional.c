@@ -547,6 +547,7 @@ ln_tensor *ln_bn_forward(const ln_bn_args *a) {
     goto fail;
   if (!(s = ln_bn_saved_new(C, &bl, a->renorm, a->relu))) goto fail;
   s->training = a->training;
+  s->eps = a->eps;
   if ((ln_tensor_device(x).type == LN_CPU ? cpu_forward(a, s, x, out, add, mask, M)
                                           : device_forward(a, s, x, out, add, mask)) != LN_OK)
     goto fail;

@@ -76,6 +76,7 @@ typedef struct ln_bn_saved {
   int64_t C;
   ln_bn_blocks blocks;
   bool training, relu, renorm;
+  double eps;                      /* the forward's */
   double *mean, *invstd, *r, *d;   /* G*C each; r, d NULL without renorm */
   ln_bn_mask *masks;               /* G, relu only */
   ln_tensor *dev_stats;            /* owned; NULL on the CPU */
