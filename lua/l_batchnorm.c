@@ -139,12 +139,9 @@ static int l_is_batchnorm(lua_State *L) {
 static int l_kernel_counts(lua_State *L) {
   ln_bn_kernel_counts c = ln_bn_kernel_counts_now();
   lua_createtable(L, 0, 3);
-  lua_pushinteger(L, (lua_Integer)c.plane);
-  lua_setfield(L, -2, "plane");
-  lua_pushinteger(L, (lua_Integer)c.rows);
-  lua_setfield(L, -2, "rows");
-  lua_pushinteger(L, (lua_Integer)c.copied);
-  lua_setfield(L, -2, "copied");
+  ln_lua_set_integer(L, "plane", c.plane);
+  ln_lua_set_integer(L, "rows", c.rows);
+  ln_lua_set_integer(L, "copied", c.copied);
   return 1;
 }
 

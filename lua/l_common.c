@@ -213,6 +213,11 @@ static void opt_error(lua_State *L, int idx, const char *field, const char *what
                                         field, what, luaL_typename(L, -1)));
 }
 
+void ln_lua_set_integer(lua_State *L, const char *field, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, field);
+}
+
 bool ln_lua_opt_bool(lua_State *L, int idx, const char *field, bool dflt) {
   if (!opt_field(L, idx, field)) return dflt;
   if (!lua_isboolean(L, -1)) opt_error(L, idx, field, "boolean");

@@ -40,6 +40,9 @@ ln_memory_format ln_lua_check_format(lua_State *L, int arg, ln_memory_format dfl
 /* True when the value at idx is an options table (a table without [1]). */
 bool ln_lua_is_options(lua_State *L, int idx);
 
+/* t.field = v for the table on top of the stack. */
+void ln_lua_set_integer(lua_State *L, const char *field, lua_Integer v);
+
 /* Fields of an options table at idx (absent table or field: dflt). */
 bool ln_lua_opt_bool(lua_State *L, int idx, const char *field, bool dflt);
 double ln_lua_opt_number(lua_State *L, int idx, const char *field, double dflt);

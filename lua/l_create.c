@@ -281,10 +281,8 @@ static int l_initial_seed(lua_State *L) {
 static int l_get_rng_state(lua_State *L) {
   ln_rng_state s = ln_rng_get_state();
   lua_createtable(L, 0, 2);
-  lua_pushinteger(L, (lua_Integer)s.seed);
-  lua_setfield(L, -2, "seed");
-  lua_pushinteger(L, (lua_Integer)s.offset);
-  lua_setfield(L, -2, "offset");
+  ln_lua_set_integer(L, "seed", s.seed);
+  ln_lua_set_integer(L, "offset", s.offset);
   return 1;
 }
 

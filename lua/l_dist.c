@@ -353,13 +353,10 @@ static int l_stats(lua_State *L) {
   ln_dist_stats s = ln_dist_stats_get();
   lua_createtable(L, 0, LN_DIST_KIND_COUNT + 2);
   for (int k = 0; k < LN_DIST_KIND_COUNT; k++) {
-    lua_pushinteger(L, s.count[k]);
-    lua_setfield(L, -2, ln_dist_kind_name((ln_dist_kind)k));
+    ln_lua_set_integer(L, ln_dist_kind_name((ln_dist_kind)k), s.count[k]);
   }
-  lua_pushinteger(L, s.total);
-  lua_setfield(L, -2, "total");
-  lua_pushinteger(L, s.bytes);
-  lua_setfield(L, -2, "bytes");
+  ln_lua_set_integer(L, "total", s.total);
+  ln_lua_set_integer(L, "bytes", s.bytes);
   return 1;
 }
 

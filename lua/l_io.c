@@ -127,8 +127,7 @@ static bool restore_versions(lua_State *L, int idx, const char *s) {
   for (size_t i = 0; i < root->n_members; i++) {
     lua_pushlstring(L, root->members[i].key, root->members[i].key_length);
     lua_createtable(L, 0, 1);
-    lua_pushinteger(L, (lua_Integer)root->members[i].value.integer);
-    lua_setfield(L, -2, "version");
+    ln_lua_set_integer(L, "version", root->members[i].value.integer);
     lua_rawset(L, -3);
   }
   ln_json_free(root);
@@ -287,14 +286,10 @@ static int l_load(lua_State *L) {
 static void push_stats(lua_State *L, ln_device dev) {
   ln_memory_stats s = ln_memory_stats_get(dev);
   lua_createtable(L, 0, 4);
-  lua_pushinteger(L, (lua_Integer)s.in_use);
-  lua_setfield(L, -2, "in_use");
-  lua_pushinteger(L, (lua_Integer)s.peak);
-  lua_setfield(L, -2, "peak");
-  lua_pushinteger(L, (lua_Integer)s.allocations);
-  lua_setfield(L, -2, "allocations");
-  lua_pushinteger(L, (lua_Integer)s.reserved);
-  lua_setfield(L, -2, "reserved");
+  ln_lua_set_integer(L, "in_use", s.in_use);
+  ln_lua_set_integer(L, "peak", s.peak);
+  ln_lua_set_integer(L, "allocations", s.allocations);
+  ln_lua_set_integer(L, "reserved", s.reserved);
 }
 
 static int cuda_devices(void) {
