@@ -91,10 +91,11 @@ static bool same_dense_layout(const ln_tensor *a, const ln_tensor *b) {
           ln_tensor_is_contiguous(b, LN_CHANNELS_LAST));
 }
 
+static const ln_ew_call convert = { LN_EW_CONVERT, 0, 0.0, LN_F32 };
+
 /* dst = src on one non-CPU device, by its convert kernel (any strides,
 ** dtypes and broadcast); through a dense copy of src when they overlap. */
 static ln_status copy_on_device(ln_tensor *dst, ln_tensor *src) {
-  static const ln_ew_call convert = { LN_EW_CONVERT, 0, 0.0, LN_F32 };
   if (same_geometry(dst, src) && dst->dtype == src->dtype) return LN_OK;
   if (!ln_tensors_share_storage(dst, src)) {
     if (dst->dtype == src->dtype && same_dense_layout(dst, src)) return raw_copy(dst, src);
@@ -187,8 +188,9 @@ static void fill_loop(char **d, const int64_t *s, int64_t n, void *ctx) {
   }
 }
 
-/* A device tensor: one backend fill when it is dense, else a copy of the
-** value (one element moved to the device, broadcast by the convert kernel). */
+/* A device tensor: one backend fill when it is dense, else the convert
+** kernel broadcasting a 0-dim CPU tensor of the value (which the device
+** dispatcher sends over as a fill kernel's argument). */
 static ln_status fill_device(ln_tensor *t, const fill_ctx *c) {
   ln_device dev = ln_tensor_device(t);
   ln_memory_format fmt;
@@ -197,11 +199,10 @@ static ln_status fill_device(ln_tensor *t, const fill_ctx *c) {
     if (!b) return ln_error(LN_EDEVICE, "no backend for this device");
     return b->fill(dev.index, ln_tensor_data(t), (size_t)ln_tensor_numel(t), c->size, c->elem);
   }
-  int64_t one = 1;
-  ln_tensor *v = ln_empty(&one, 1, t->dtype, LN_DEVICE_CPU);
+  ln_tensor *v = ln_empty(NULL, 0, t->dtype, LN_DEVICE_CPU);
   if (!v) return ln_last_status();
   memcpy(ln_tensor_data(v), c->elem, c->size);
-  ln_status st = copy_any(t, v);
+  ln_status st = ln_device_elementwise("fill_", &convert, t, &v, 1);
   ln_tensor_release(v);
   return st;
 }

@@ -369,6 +369,21 @@ static void test_empty_and_small(void) {
   ln_tensor_release(zd);
 }
 
+/* fill_ on a view no single fill covers (a narrowed last dim): the value
+** goes over as a 0-dim operand of the convert kernel; the rest is kept. */
+static void test_fill_view(void) {
+  int64_t sizes[] = { 3, 4, 9 };
+  ln_tensor *xc = rand_cpu(sizes, 3, LN_F32), *xd = ln_to_device(xc, DEV);
+  ln_tensor *vc = view_of(xc, 2), *vd = view_of(xd, 2);
+  CHECK_OK(ln_fill_(vc, -1.25));
+  CHECK_OK(ln_fill_(vd, -1.25));
+  CHECK(agree(xc, xd, 0));
+  ln_tensor_release(vc);
+  ln_tensor_release(vd);
+  ln_tensor_release(xc);
+  ln_tensor_release(xd);
+}
+
 static void test_integers(void) {
   test_reductions(LN_I64, 0);
   int64_t sizes[] = { 3, 4, 5 };
@@ -577,6 +592,7 @@ int main(void) {
   test_argmax(LN_F32);
   test_argmax(LN_I64);
   test_empty_and_small();
+  test_fill_view();
   test_integers();
   test_half();
   test_reduce_backward();
