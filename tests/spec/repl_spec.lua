@@ -342,6 +342,10 @@ describe("the REPL on a terminal", function()
     socket = ("lunet-spec-%d-%d"):format(os.time(), math.random(1e9))
     home = command_output("mktemp -d"):gsub("%s+$", "")
     exe = lunet_exe()
+    -- A session that outlives every test's: killing a test's session then
+    -- never shuts the server down while the next test's new-session is
+    -- connecting to it (a race that failed new-session once in CI).
+    assert(tmux("new-session -d -s keep 'sleep 3600'"))
   end)
 
   teardown(function()
