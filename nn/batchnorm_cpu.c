@@ -18,6 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "batchnorm_cpu.h"
 
 #define BN_ISA base
@@ -61,6 +65,39 @@ static const bn_kernels *bn_kernels_for(ln_dtype dt) {
     return ln_bn_kernels_avx2(dt);
 #endif
   return ln_bn_kernels_base(dt);
+}
+
+/* ---- streaming stores ---- */
+
+static size_t bn_stream_bytes = LN_BN_STREAM_BYTES;
+
+size_t ln_bn_cpu_stream_threshold(size_t bytes) {
+  size_t old = bn_stream_bytes;
+  bn_stream_bytes = bytes;
+  return old;
+}
+
+/* 16-byte streaming stores (SSE2, in every x86-64 CPU: wider ones move
+** memory no faster) from dst's first 16-byte boundary on; plain copies
+** for the ends and on other CPUs. */
+void bn_stream_copy(void *restrict dst, const void *restrict src, size_t bytes) {
+  char *d = dst;
+  const char *s = src;
+#if defined(__SSE2__)
+  size_t head = (size_t)(-(uintptr_t)d & 15);
+  if (head > bytes) head = bytes;
+  memcpy(d, s, head);
+  d += head, s += head, bytes -= head;
+  for (; bytes >= 16; d += 16, s += 16, bytes -= 16)
+    _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
+#endif
+  memcpy(d, s, bytes);
+}
+
+void bn_stream_fence(void) {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
 }
 
 /* ---- drivers ---- */
@@ -211,10 +248,11 @@ typedef struct bn_operands {
 
 /* out = d + (x - mean) * b (+ dy * a, + add; the mode's flags): with k the
 ** rounded mean, the kernels compute (x - k) * b + (d - (mean - k) * b).
-** mean and b are only read with BN_X. */
+** mean and b are only read with BN_X. reread: the map reads again what a
+** reduction has just read, and streams a large output. */
 static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
                         const bn_operands *op, const double *mean, const double *a,
-                        const double *b, const double *d) {
+                        const double *b, const double *d, bool reread) {
   const bn_kernels *kn = bn_kernels_for(dt);
   int64_t C = g->C, W = C * bn_rows_repeat(g), rows = g->outer * g->inner;
   double *k = malloc(sizeof(double) * (size_t)(3 * C + (g->rows ? 4 * W : 0) + 1));
@@ -227,7 +265,8 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
   }
   bn_task t = { .g = g, .x = op->x, .dy = op->dy, .o = op->o, .add = op->add, .dz = op->dz,
                 .mask = op->mask, .mode = mode,
-                .cf = { .k = k, .a = a, .b = b2, .d = d2 } };
+                .cf = { .k = k, .a = a, .b = b2, .d = d2 },
+                .stream = reread && (size_t)(C * rows) * ln_dtype_size(dt) >= bn_stream_bytes };
   bool par = bn_parallel(g);
   if (g->rows) {
     int64_t R = bn_rows_repeat(g);
@@ -244,9 +283,9 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
 
 ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                            const ln_bn_view *y, const double *mean, const double *a,
-                           const double *b) {
+                           const double *b, bool after_stats) {
   bn_operands op = { .x = x, .o = y };
-  return bn_map(dt, g, BN_X, &op, mean, NULL, a, b);
+  return bn_map(dt, g, BN_X, &op, mean, NULL, a, b, after_stats);
 }
 
 ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
@@ -256,7 +295,7 @@ ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_
   double *a = st == LN_OK ? malloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
   if (st != LN_OK || !a) return st != LN_OK ? st : bn_nomem();
   for (int64_t c = 0; c < g->C; c++) a[c] = w[c] * (1.0 / sqrt(var[c] + eps));
-  st = ln_bn_cpu_affine(dt, g, x, y, mean, a, b);
+  st = ln_bn_cpu_affine(dt, g, x, y, mean, a, b, true);
   free(a);
   return st;
 }
@@ -264,9 +303,10 @@ ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_
 ln_status ln_bn_cpu_fused_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                                   const ln_bn_view *add, const ln_bn_view *y,
                                   const ln_bn_mask *mask, const double *mean,
-                                  const double *a, const double *b) {
+                                  const double *a, const double *b, bool after_stats) {
   bn_operands op = { .x = x, .add = add, .o = y, .mask = mask };
-  return bn_map(dt, g, BN_X | BN_RELU | (add ? BN_ADD : 0), &op, mean, NULL, a, b);
+  return bn_map(dt, g, BN_X | BN_RELU | (add ? BN_ADD : 0), &op, mean, NULL, a, b,
+                after_stats);
 }
 
 /* The backward's map (see ln_bn_cpu_backward), the sums being over M
@@ -287,6 +327,10 @@ static ln_status bn_backward_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_v
   }
   bn_operands op = { .x = x, .dy = dy, .o = dx ? dx : dz_out, .mask = mask };
   unsigned mode = training && dx ? BN_X | BN_DY : BN_DY;
+  /* In training the sums have just read x and dy. A streamed dx made the
+  ** plane map 1.1-1.2x faster, but the rows map 0.87x (measured on
+  ** (32,64,56,56) float32, 2 threads, interleaved): that one stays cached. */
+  bool reread = training && !g->rows;
   ln_status st;
   if (mask) {
     mode |= BN_MASKED;
@@ -294,13 +338,13 @@ static ln_status bn_backward_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_v
       mode |= BN_DZ;
       op.dz = dz_out;
     }
-    st = bn_map(dt, g, mode, &op, mean, a, b, d);
+    st = bn_map(dt, g, mode, &op, mean, a, b, d, reread);
   } else if (training) {
-    st = bn_map(dt, g, mode, &op, mean, a, b, d);
+    st = bn_map(dt, g, mode, &op, mean, a, b, d, reread);
   } else {  /* dx = (dy - 0) * a + 0: BatchNorm's eval map on dy */
     op.x = dy;
     op.dy = NULL;
-    st = bn_map(dt, g, BN_X, &op, d, NULL, a, d);
+    st = bn_map(dt, g, BN_X, &op, d, NULL, a, d, false);
   }
   free(a);
   return st;

@@ -28,6 +28,7 @@
 #define BN_UNITS 64          /* units to aim for */
 #define BN_MAP_CHUNK 16384   /* values per task of the elementwise passes */
 #define BN_GRAIN 32768       /* fewer values run on one thread */
+#define BN_STAGE 2048        /* values per staged piece of a streamed map */
 
 typedef struct bn_part {
   int64_t nblk;      /* blocks (each covering every channel) */
@@ -74,6 +75,7 @@ typedef struct bn_task {
   void *scratch;                 /* reductions: bn_scratch_stride ACC per thread;
                                  ** rows maps: prepare_rows' coefficients */
   int64_t per;                   /* rows maps: rows per chunk */
+  bool stream;                   /* maps: store the output past the caches */
 } bn_task;
 
 /* Run pieces [begin, end) of a task (units, map pieces or row chunks). */
@@ -182,6 +184,13 @@ static inline void bn_merge(bool first, double *mean, double *m2, double mu, dou
   *mean = first ? mu : *mean + delta * f;
   *m2 = first ? m2u : *m2 + m2u + delta * delta * w;
 }
+
+/* Streaming stores: `bytes` from src to dst, past the caches where the
+** CPU can (the output's lines are not read first, and do not push the
+** inputs out); a thread fences its streamed stores before its part of a
+** map ends, so that they are seen by the thread that goes on. */
+void bn_stream_copy(void *restrict dst, const void *restrict src, size_t bytes);
+void bn_stream_fence(void);
 
 /* The loop tables: baseline, and AVX2+FMA where the compiler can target
 ** it (x86-64 GCC); NULL for non-float dtypes. */

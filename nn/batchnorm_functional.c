@@ -410,8 +410,8 @@ static ln_status run_block(const ln_bn_args *a, ln_bn_saved *s, int64_t g, ln_te
   block_coefs(a, s, g, var, w, b, rm, rv, ca, cb);
   if (a->relu)
     return ln_bn_cpu_fused_forward(dt, &bl->plan.g, &xv, add ? &av : NULL, &ov, mv, mean,
-                                   ca, cb);
-  return ln_bn_cpu_affine(dt, &bl->plan.g, &xv, &ov, mean, ca, cb);
+                                   ca, cb, a->training);
+  return ln_bn_cpu_affine(dt, &bl->plan.g, &xv, &ov, mean, ca, cb, a->training);
 }
 
 static ln_bn_kernel_counts counts;

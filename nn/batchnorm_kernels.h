@@ -91,15 +91,24 @@ bool ln_bn_mask_for(const ln_bn_plan *p, const ln_tensor *dense, const ln_tensor
 /* Let the kernels use the CPU's wider vector instructions (the default)
 ** or only the baseline ones, for tests of both builds. */
 void ln_bn_cpu_allow_simd(bool allow);
+/* A map that reads again what a reduction has just read (the training
+** forward's x, the training backward's x and dy) stores an output of at
+** least `bytes` bytes past the caches (streaming stores), which then keep
+** more of the inputs for it; returns the previous threshold. The default,
+** LN_BN_STREAM_BYTES, leaves outputs that the caches could keep for the
+** next layer in them; tests lower it to run the streaming path. */
+#define LN_BN_STREAM_BYTES ((size_t)16 << 20)
+size_t ln_bn_cpu_stream_threshold(size_t bytes);
 
 /* Per-channel mean and biased variance of x over its outer*inner values
 ** (at least one). */
 ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                           double *mean, double *var);
-/* y = (x - mean[c]) * a[c] + b[c]. */
+/* y = (x - mean[c]) * a[c] + b[c]; after_stats: x has just been read by
+** ln_bn_cpu_stats (training; see ln_bn_cpu_stream_threshold). */
 ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                            const ln_bn_view *y, const double *mean, const double *a,
-                           const double *b);
+                           const double *b, bool after_stats);
 /* Training forward: the batch mean and biased variance into mean, var, and
 ** y = (x - mean[c]) * w[c] / sqrt(var[c] + eps) + b[c]. */
 ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
@@ -130,11 +139,12 @@ ln_status ln_bn_cpu_train_dx(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view 
 /* FusedBatchNorm2d's forward map: y = relu((x - mean[c]) * a[c] + b[c]
 ** (+ add)), NaN kept (relu(NaN) = NaN), and the mask bits, which must be
 ** zero on entry (bits on the edges of a thread's range are or-ed in).
-** add may be NULL, and mask (no bits are then written). */
+** add may be NULL, and mask (no bits are then written); after_stats as
+** for ln_bn_cpu_affine. */
 ln_status ln_bn_cpu_fused_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                                   const ln_bn_view *add, const ln_bn_view *y,
                                   const ln_bn_mask *mask, const double *mean,
-                                  const double *a, const double *b);
+                                  const double *a, const double *b, bool after_stats);
 /* The backward of every BatchNorm form, in at most two passes. With dz the
 ** incoming gradient dy, or with a mask dy where the mask bit is set and 0
 ** elsewhere (NaN in dy stays out):

@@ -450,7 +450,7 @@ static ln_tensor *sync_forward(ln_tensor *input, ln_tensor *const *p, double mom
       if (!(out = ln_bn_empty(&plan, x, dt))) goto fail;
       ln_bn_view_for(&plan, x, &xv);
       ln_bn_view_for(&plan, out, &ov);
-      if (ln_bn_cpu_affine(dt, &plan.g, &xv, &ov, mean, a, b) != LN_OK) goto fail;
+      if (ln_bn_cpu_affine(dt, &plan.g, &xv, &ov, mean, a, b, true) != LN_OK) goto fail;
     } else if (!(out = ln_empty_like(input, LN_PRESERVE))) {
       goto fail;
     }

@@ -550,16 +550,20 @@ static void test_threads(void) {
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
     for (int L = 0; L < 2; L++) {
       if (shapes[s].nd == 2 && L == L_CL) continue;
-      ln_tensor *one[5], *two[5];
+      ln_tensor *one[5], *two[5], *streamed[5];
       train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 1, one);
       train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 2, two);
+      size_t threshold = ln_bn_cpu_stream_threshold(0);   /* every map that may */
+      train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 2, streamed);
+      ln_bn_cpu_stream_threshold(threshold);
       for (int i = 0; i < 5; i++) {
-        if (!same_bits(one[i], two[i])) {
+        if (!same_bits(one[i], two[i]) || !same_bits(one[i], streamed[i])) {
           CHECK(false);
           fprintf(stderr, "  threads: shape %zu layout %d result %d differs\n", s, L, i);
         }
         ln_tensor_release(one[i]);
         ln_tensor_release(two[i]);
+        ln_tensor_release(streamed[i]);
       }
     }
   omp_set_num_threads(2);

@@ -256,7 +256,7 @@ static void test_mask_layout(void) {
     ln_bn_view_for(&plan, y, &ov);
     CHECK(ln_bn_mask_for(&plan, y, y, bits, &m));
     double zero[7] = { 0 }, one[7] = { 1, 1, 1, 1, 1, 1, 1 };
-    CHECK_OK(ln_bn_cpu_fused_forward(LN_F32, &plan.g, &xv, NULL, &ov, &m, zero, one, zero));
+    CHECK_OK(ln_bn_cpu_fused_forward(LN_F32, &plan.g, &xv, NULL, &ov, &m, zero, one, zero, false));
     const float *yd = ln_tensor_data(y);
     int64_t bad = 0;
     for (int64_t e = 0; e < n; e++) {
@@ -377,17 +377,25 @@ static void fused_step(const int64_t *sizes, layout L, int threads, ln_tensor **
   ln_tensor_release(dy);
 }
 
+/* The same bits on one thread, on four, and on four with every map that
+** may stream its output doing so (threshold 0: the ReLU's mask bits are
+** then made from the staged pieces). */
 static void test_threads(void) {
   const int64_t sizes[] = { 4, 13, 33, 35 };   /* 60060 values */
   int saved = omp_get_max_threads();
   for (int L = 0; L < 2; L++) {
-    ln_tensor *one[5], *many[5];
+    ln_tensor *one[5], *many[5], *streamed[5];
     fused_step(sizes, L ? L_CL : L_CONTIG, 1, one);
     fused_step(sizes, L ? L_CL : L_CONTIG, 4, many);
+    size_t threshold = ln_bn_cpu_stream_threshold(0);
+    fused_step(sizes, L ? L_CL : L_CONTIG, 4, streamed);
+    ln_bn_cpu_stream_threshold(threshold);
     for (int i = 0; i < 5; i++) {
       CHECK(same_bits(one[i], many[i]));
+      CHECK(same_bits(one[i], streamed[i]));
       ln_tensor_release(one[i]);
       ln_tensor_release(many[i]);
+      ln_tensor_release(streamed[i]);
     }
   }
   omp_set_num_threads(saved);
