@@ -332,19 +332,17 @@ static ln_status bn_backward_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_v
   ** (32,64,56,56) float32, 2 threads, interleaved): that one stays cached. */
   bool reread = training && !g->rows;
   ln_status st;
-  if (mask) {
-    mode |= BN_MASKED;
-    if (dx && dz_out) {
+  if (!mask && !training) {  /* dx = (dy - 0) * a + 0: BatchNorm's eval map on dy */
+    op.x = dy;
+    op.dy = NULL;
+    st = bn_map(dt, g, BN_X, &op, d, NULL, a, d, false);
+  } else {
+    if (mask) mode |= BN_MASKED;
+    if (mask && dx && dz_out) {
       mode |= BN_DZ;
       op.dz = dz_out;
     }
     st = bn_map(dt, g, mode, &op, mean, a, b, d, reread);
-  } else if (training) {
-    st = bn_map(dt, g, mode, &op, mean, a, b, d, reread);
-  } else {  /* dx = (dy - 0) * a + 0: BatchNorm's eval map on dy */
-    op.x = dy;
-    op.dy = NULL;
-    st = bn_map(dt, g, BN_X, &op, d, NULL, a, d, false);
   }
   free(a);
   return st;

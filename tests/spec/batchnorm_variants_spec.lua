@@ -12,7 +12,7 @@ local err, f64, max_diff = helpers.err, helpers.f64, helpers.max_diff
 local fixture = helpers.fixtures("tests/fixtures/batchnorm_variants/")
 
 local parse, TOL = helpers.parse_case, helpers.bn_tol
-local set_affine = helpers.set_affine
+local set_affine, case_names = helpers.set_affine, helpers.case_names
 
 -- NaN must be where the reference has NaN, and the rest close (helpers'
 -- assert_close has no equal_nan).
@@ -27,16 +27,6 @@ end
 -- Every element equal (so NaN fails).
 local function same(a, b)
   return a.dtype == b.dtype and a:eq(b):double():sum():item() == a:numel()
-end
-
-local function case_names(meta)
-  local names = {}
-  for k in pairs(meta) do
-    local name = k:match("^case%.(.+)$")
-    if name then names[#names + 1] = name end
-  end
-  table.sort(names)
-  return names
 end
 
 local function module_for(c, C)
