@@ -55,13 +55,22 @@ static bn_part bn_partition(const ln_bn_geom *g) {
   return p;
 }
 
-static bool bn_allow_avx2 = true;
+static int bn_max_isa = LN_BN_ISA_AVX512;
 
-void ln_bn_cpu_allow_simd(bool allow) { bn_allow_avx2 = allow; }
+int ln_bn_cpu_max_isa(int isa) {
+  int old = bn_max_isa;
+  bn_max_isa = isa;
+  return old;
+}
 
 static const bn_kernels *bn_kernels_for(ln_dtype dt) {
-#ifdef LN_BN_HAVE_AVX2
-  if (bn_allow_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+#ifdef LN_BN_HAVE_X86
+  if (bn_max_isa >= LN_BN_ISA_AVX512 && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq"))
+    return ln_bn_kernels_avx512(dt);
+  if (bn_max_isa >= LN_BN_ISA_AVX2 && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma"))
     return ln_bn_kernels_avx2(dt);
 #endif
   return ln_bn_kernels_base(dt);

@@ -208,12 +208,13 @@ static inline void bn_merge(bool first, double *mean, double *m2, double mu, dou
 void bn_stream_copy(void *restrict dst, const void *restrict src, size_t bytes);
 void bn_stream_fence(void);
 
-/* The loop tables: baseline, and AVX2+FMA where the compiler can target
-** it (x86-64 GCC); NULL for non-float dtypes. */
+/* The loop tables: baseline, and AVX2+FMA and AVX-512 where the compiler
+** can target them (x86-64 GCC); NULL for non-float dtypes. */
 const bn_kernels *ln_bn_kernels_base(ln_dtype dt);
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LN_BN_HAVE_AVX2 1
+#define LN_BN_HAVE_X86 1
 const bn_kernels *ln_bn_kernels_avx2(ln_dtype dt);
+const bn_kernels *ln_bn_kernels_avx512(ln_dtype dt);
 #endif
 
 #endif

@@ -4,7 +4,7 @@
 */
 #include "batchnorm_cpu.h"
 
-#ifdef LN_BN_HAVE_AVX2
+#ifdef LN_BN_HAVE_X86
 #pragma GCC target("avx2,fma")
 #define BN_ISA avx2
 #include "batchnorm_cpu_isa.inc"

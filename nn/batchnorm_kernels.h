@@ -88,9 +88,11 @@ bool ln_bn_mask_for(const ln_bn_plan *p, const ln_tensor *dense, const ln_tensor
                     uint32_t *bits, ln_bn_mask *m);
 
 /* ---- kernels (batchnorm_cpu.c); dt is the operands' dtype ---- */
-/* Let the kernels use the CPU's wider vector instructions (the default)
-** or only the baseline ones, for tests of both builds. */
-void ln_bn_cpu_allow_simd(bool allow);
+/* The widest instruction set the kernels may use (the default: the
+** widest the CPU has), for tests of each build of the loops; returns the
+** previous limit. */
+enum { LN_BN_ISA_BASE, LN_BN_ISA_AVX2, LN_BN_ISA_AVX512 };
+int ln_bn_cpu_max_isa(int isa);
 /* A map that reads again what a reduction has just read (the training
 ** forward's x, the training backward's x and dy) stores an output of at
 ** least `bytes` bytes past the caches (streaming stores), which then keep

@@ -224,6 +224,34 @@ static void test_reference(void) {
     }
 }
 
+/* Channels-last inputs with enough rows that each thread's unit takes
+** 16 channels or more: the AVX-512 build's register blocks (64 float32 or
+** 32 float64 channels, then 1-3 vectors, then the channels that fill no
+** vector) in the statistics and the backward sums, and its maps whose
+** channels fill 1-4 vectors. */
+static void test_rows_blocks(void) {
+  static const int64_t shapes[][4] = {
+    { 8, 64, 32, 32 },   /* one unit per block range: a whole block of 64 */
+    { 4, 70, 32, 32 },   /* two units of 35: float32 2 vectors + 3 */
+    { 4, 80, 32, 32 },   /* float64 a block + 1 vector */
+    { 1, 200, 32, 32 },  /* a block + the rest (both dtypes) */
+    { 2, 112, 32, 37 },  /* units of 56: 3 vectors + 8 */
+    { 2, 48, 32, 32 },   /* maps of 3 float32 vectors */
+    { 1, 32, 16, 16 },   /* maps of 2 float32 / 4 float64 vectors */
+    { 1, 16, 16, 16 },
+  };
+  static const ln_dtype dts[] = { LN_F32, LN_F64 };
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (size_t t = 0; t < 2; t++)
+      for (int mode = 0; mode < 4; mode++) {
+        bn_case k = { .nd = 4, .dt = dts[t], .pdt = dts[t], .L = mode & 1 ? L_CL_NARROW_C : L_CL,
+                      .training = mode < 2, .affine = true, .track = true,
+                      .grad_layout = L_CL };
+        memcpy(k.sizes, shapes[s], sizeof shapes[s]);
+        run_case(&k);
+      }
+}
+
 /* (N, H, W, C) data seen as (N, C, H, W) by permute(0, 3, 1, 2): normalized
 ** in place of its layout, the output laid out alike. */
 static void test_permuted_nhwc(void) {
@@ -546,6 +574,7 @@ static void test_threads(void) {
     { 4, { 3, 67, 13, 17 } },     /* many channels */
     { 2, { 301, 129 } },
     { 5, { 2, 5, 9, 31, 33 } },
+    { 4, { 8, 64, 32, 32 } },     /* AVX-512: register blocks (see test_rows_blocks) */
   };
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
     for (int L = 0; L < 2; L++) {
@@ -602,15 +631,16 @@ static void test_short_lived_threads(void) {
 
 int main(void) {
   ln_init();
-  test_reference();
-  ln_bn_cpu_allow_simd(false);  /* the baseline build of the loops too */
-  test_reference();
-  test_far_from_zero();
-  ln_bn_cpu_allow_simd(true);
+  for (int isa = LN_BN_ISA_AVX512; isa >= LN_BN_ISA_BASE; isa--) {  /* each build of the loops */
+    ln_bn_cpu_max_isa(isa);
+    test_reference();
+    test_rows_blocks();
+    test_far_from_zero();
+  }
+  ln_bn_cpu_max_isa(LN_BN_ISA_AVX512);
   test_permuted_nhwc();
   test_expanded_grad();
   test_gradcheck();
-  test_far_from_zero();
   test_nan();
   test_empty();
   test_errors();

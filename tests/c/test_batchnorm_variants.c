@@ -520,11 +520,12 @@ static void test_modules(void) {
 
 int main(void) {
   ln_init();
-  for (int simd = 1; simd >= 0; simd--) {
-    ln_bn_cpu_allow_simd(simd);
+  for (int isa = LN_BN_ISA_AVX512; isa >= LN_BN_ISA_BASE; isa--) {
+    ln_bn_cpu_max_isa(isa);
     test_reference();
     test_mask_layout();
   }
+  ln_bn_cpu_max_isa(LN_BN_ISA_AVX512);
   test_ghost_blocks();
   test_train_dx();
   test_threads();

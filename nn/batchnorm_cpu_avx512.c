@@ -1,0 +1,18 @@
+/*
+** batchnorm_cpu_avx512.c -- the BatchNorm loops compiled for AVX-512
+** (chosen at run time by batchnorm_cpu.c when the CPU has it). Its 32
+** vector registers hold a rows block's per-channel state for 64 float32
+** channels, so the channels-last loops keep it there (BN_REG_ROWS in
+** batchnorm_cpu.inc). The loops the compiler vectorizes itself stay 256
+** bits wide: 512-bit ones ran the NCHW maps 1.14-1.19x slower here.
+*/
+#include <string.h>
+
+#include "batchnorm_cpu.h"
+
+#ifdef LN_BN_HAVE_X86
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,prefer-vector-width=256")
+#define BN_ISA avx512
+#define BN_REG 1
+#include "batchnorm_cpu_isa.inc"
+#endif
