@@ -12,6 +12,13 @@
 
 #ifdef LN_BN_HAVE_X86
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,prefer-vector-width=256")
+#include <immintrin.h>
+
+/* A streaming store of the 64 bytes at p (64-byte aligned), for the
+** register blocks' maps: one row per call of bn_stream_copy cost more
+** than the row. */
+static inline void bn_stream64(void *p, __m512i v) { _mm512_stream_si512(p, v); }
+
 #define BN_ISA avx512
 #define BN_REG 1
 #include "batchnorm_cpu_isa.inc"

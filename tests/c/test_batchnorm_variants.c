@@ -232,6 +232,26 @@ static void test_reference(void) {
           }
 }
 
+/* Channels-last FusedBatchNorm2d on inputs with units of 16 channels or
+** more: the AVX-512 build's register blocks for the masked backward sums
+** and the maps that write no mask bits (eval, and the backward's). */
+static void test_rows_blocks(void) {
+  static const int64_t shapes[][4] = {
+    { 8, 64, 32, 32 },   /* whole blocks of 64 float32 channels */
+    { 4, 48, 32, 32 },   /* maps of 3 float32 / 6 float64 vectors */
+  };
+  static const ln_dtype dts[] = { LN_F32, LN_F64 };
+  for (size_t s = 0; s < 2; s++)
+    for (size_t t = 0; t < 2; t++)
+      for (int mode = 0; mode < 8; mode++) {
+        vcase k = { .nd = 4, .dt = dts[t], .L = mode & 1 ? L_CL_NARROW_C : L_CL,
+                    .grad_layout = L_CL, .training = mode & 2, .relu = true,
+                    .addend = mode & 4 };
+        memcpy(k.sizes, shapes[s], sizeof shapes[s]);
+        run_case(&k);
+      }
+}
+
 /* ---- the mask ---- */
 
 /* The kernels' mask for y = relu(x) on a dense x (NCHW or channels-last):
@@ -381,9 +401,14 @@ static void fused_step(const int64_t *sizes, layout L, int threads, ln_tensor **
 ** may stream its output doing so (threshold 0: the ReLU's mask bits are
 ** then made from the staged pieces). */
 static void test_threads(void) {
-  const int64_t sizes[] = { 4, 13, 33, 35 };   /* 60060 values */
+  static const int64_t shapes[][4] = {
+    { 4, 13, 33, 35 },   /* 60060 values */
+    { 4, 32, 21, 23 },   /* AVX-512: maps in registers (see test_rows_blocks) */
+  };
   int saved = omp_get_max_threads();
-  for (int L = 0; L < 2; L++) {
+  for (int e = 0; e < 4; e++) {
+    const int64_t *sizes = shapes[e / 2];
+    int L = e % 2;
     ln_tensor *one[5], *many[5], *streamed[5];
     fused_step(sizes, L ? L_CL : L_CONTIG, 1, one);
     fused_step(sizes, L ? L_CL : L_CONTIG, 4, many);
@@ -523,6 +548,7 @@ int main(void) {
   for (int isa = LN_BN_ISA_AVX512; isa >= LN_BN_ISA_BASE; isa--) {
     ln_bn_cpu_max_isa(isa);
     test_reference();
+    test_rows_blocks();
     test_mask_layout();
   }
   ln_bn_cpu_max_isa(LN_BN_ISA_AVX512);
