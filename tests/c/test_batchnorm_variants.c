@@ -548,10 +548,10 @@ int main(void) {
   for (int isa = LN_BN_ISA_AVX512; isa >= LN_BN_ISA_BASE; isa--) {
     ln_bn_cpu_max_isa(isa);
     test_reference();
-    test_rows_blocks();
     test_mask_layout();
   }
   ln_bn_cpu_max_isa(LN_BN_ISA_AVX512);
+  test_rows_blocks();
   test_ghost_blocks();
   test_train_dx();
   test_threads();
