@@ -231,13 +231,14 @@ static void test_reference(void) {
 ** channels fill 1-4 vectors. */
 static void test_rows_blocks(void) {
   static const int64_t shapes[][4] = {
-    { 8, 64, 32, 32 },   /* one unit per block range: a whole block of 64 */
-    { 4, 70, 32, 32 },   /* two units of 35: float32 2 vectors + 3 */
-    { 4, 80, 32, 32 },   /* float64 a block + 1 vector */
-    { 1, 200, 32, 32 },  /* a block + the rest (both dtypes) */
-    { 2, 112, 32, 37 },  /* units of 56: 3 vectors + 8 */
-    { 2, 48, 32, 32 },   /* maps of 3 float32 vectors */
-    { 1, 32, 16, 16 },   /* maps of 2 float32 / 4 float64 vectors */
+    { 8, 64, 32, 32 },    /* units of 64: a whole block (float64: two) */
+    { 8, 128, 32, 32 },   /* float32: two whole blocks */
+    { 4, 70, 32, 32 },    /* units of 35: float32 2 vectors + 3, float64 a block + 3 */
+    { 4, 80, 32, 32 },    /* units of 40: float64 a block + 1 vector */
+    { 4, 112, 32, 32 },   /* units of 56: float32 3 vectors + 8, float64 a block + 3 */
+    { 1, 200, 32, 32 },   /* units of 25: float32 1 vector + 9, float64 3 + 1 */
+    { 2, 48, 32, 32 },    /* maps of 3 float32 vectors */
+    { 1, 32, 16, 16 },    /* maps of 2 float32 / 4 float64 vectors */
     { 1, 16, 16, 16 },
   };
   static const ln_dtype dts[] = { LN_F32, LN_F64 };
