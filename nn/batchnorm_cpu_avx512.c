@@ -19,6 +19,16 @@
 ** than the row. */
 static inline void bn_stream64(void *p, __m512i v) { _mm512_stream_si512(p, v); }
 
+/* The lanes of v that pass a ReLU's gradient (not <= 0: > 0 or NaN), as
+** bits, for float32 and float64 lanes. */
+static inline uint32_t bn_pass16(__m512 v) {
+  return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ);
+}
+
+static inline uint32_t bn_pass8(__m512d v) {
+  return _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_NLE_UQ);
+}
+
 #define BN_ISA avx512
 #define BN_REG 1
 #include "batchnorm_cpu_isa.inc"

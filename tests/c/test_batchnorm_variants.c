@@ -234,14 +234,15 @@ static void test_reference(void) {
 
 /* Channels-last FusedBatchNorm2d on inputs with units of 16 channels or
 ** more: the AVX-512 build's register blocks for the masked backward sums
-** and the maps that write no mask bits (eval, and the backward's). */
+** and the maps, whose mask bits go a word at a time when C fills words. */
 static void test_rows_blocks(void) {
   static const int64_t shapes[][4] = {
-    { 8, 64, 32, 32 },   /* whole blocks of 64 float32 channels */
-    { 4, 48, 32, 32 },   /* maps of 3 float32 / 6 float64 vectors */
+    { 8, 64, 32, 32 },   /* whole blocks of 64 float32 channels; 2 mask words a row */
+    { 4, 48, 32, 32 },   /* maps of 3 float32 / 6 float64 vectors; mask bits not whole words */
+    { 2, 32, 32, 32 },   /* a mask word a row from 2 float32 / 4 float64 vectors */
   };
   static const ln_dtype dts[] = { LN_F32, LN_F64 };
-  for (size_t s = 0; s < 2; s++)
+  for (size_t s = 0; s < 3; s++)
     for (size_t t = 0; t < 2; t++)
       for (int mode = 0; mode < 8; mode++) {
         vcase k = { .nd = 4, .dt = dts[t], .L = mode & 1 ? L_CL_NARROW_C : L_CL,
