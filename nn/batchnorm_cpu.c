@@ -311,8 +311,8 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
                         const bn_operands *op, const double *mean, const double *a,
                         const double *b, const double *d, bool reread) {
   const bn_kernels *kn = bn_kernels_for(dt);
-  int64_t C = g->C, rows = g->outer * g->inner;
-  int64_t cb = g->rows ? bn_rows_coef_bytes(C * bn_rows_repeat(g), kn->acc_size) : 0;
+  int64_t C = g->C, rows = g->outer * g->inner, R = bn_rows_repeat(g);
+  int64_t cb = g->rows ? bn_rows_coef_bytes(C * R, kn->acc_size) : 0;
   double *k = malloc(sizeof(double) * (size_t)(3 * C + 1) + (size_t)(cb ? 4 * cb + BN_PAGE : 0));
   if (!k) return bn_nomem();
   double *d2 = k + C, *b2 = d2 + C;
@@ -327,7 +327,6 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
                 .stream = reread && (size_t)(C * rows) * ln_dtype_size(dt) >= bn_stream_bytes };
   bool par = bn_parallel(g);
   if (g->rows) {
-    int64_t R = bn_rows_repeat(g);
     t.per = BN_MAP_CHUNK / C > R ? BN_MAP_CHUNK / C / R * R : R;
     t.scratch = (void *)(((uintptr_t)(b2 + C) + BN_PAGE - 1) & ~(uintptr_t)(BN_PAGE - 1));
     t.coef_bytes = cb;
