@@ -26,7 +26,7 @@
 #define BN_BLOCK 4096        /* values per plane block */
 #define BN_ROWS_VALUES 8192  /* about this many values per rows block, */
                              /* and 128 to 256 rows */
-#define BN_ROWS_CHANNELS 16  /* channels per unit of a rows reduction, at least */
+#define BN_ROWS_CHANNELS 64  /* channels per unit of a rows reduction, at least */
 #define BN_UNITS 64          /* units to aim for */
 #define BN_MAP_CHUNK 16384   /* values per task of the elementwise passes */
 #define BN_GRAIN 32768       /* fewer values run on one thread */

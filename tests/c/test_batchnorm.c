@@ -224,19 +224,22 @@ static void test_reference(void) {
     }
 }
 
-/* Channels-last inputs with enough rows that each thread's unit takes
-** 16 channels or more: the AVX-512 build's register blocks (64 float32 or
-** 32 float64 channels, then 1-3 vectors, then the channels that fill no
-** vector) in the statistics and the backward sums, and its maps whose
+/* Channels-last inputs whose reductions split their channels into units
+** of 64 or more (more than one unit only where C >= 128): the AVX-512
+** build's register blocks (64 float32 or 32 float64 channels, then 1-3
+** vectors, then the channels that fill no vector) in the statistics and
+** the backward sums, from a unit's first channel, and its maps whose
 ** channels fill 1-4 vectors. */
 static void test_rows_blocks(void) {
   static const int64_t shapes[][4] = {
-    { 8, 64, 32, 32 },    /* units of 64: a whole block (float64: two) */
-    { 8, 128, 32, 32 },   /* float32: two whole blocks */
-    { 4, 70, 32, 32 },    /* units of 35: float32 2 vectors + 3, float64 a block + 3 */
-    { 4, 80, 32, 32 },    /* units of 40: float64 a block + 1 vector */
-    { 4, 112, 32, 32 },   /* units of 56: float32 3 vectors + 8, float64 a block + 3 */
-    { 1, 200, 32, 32 },   /* units of 25: float32 1 vector + 9, float64 3 + 1 */
+    { 8, 64, 32, 32 },    /* float32 a whole block, float64 two */
+    { 8, 128, 32, 32 },   /* float32 two whole blocks */
+    { 4, 70, 32, 32 },    /* float32 a block + 6 channels, float64 two blocks + 6 */
+    { 4, 80, 32, 32 },    /* float32 a block + 1 vector, float64 two blocks + 2 */
+    { 4, 112, 32, 32 },   /* float32 a block + 3 vectors, float64 three blocks + 2 */
+    { 2, 56, 32, 32 },    /* float32 3 vectors + 8 channels, float64 a block + 3 */
+    { 2, 40, 32, 32 },    /* float32 2 vectors + 8 channels, float64 a block + 1 */
+    { 1, 200, 32, 32 },   /* units from channels 0, 66, 133: float32 a block + 2 or 3 */
     { 2, 48, 32, 32 },    /* maps of 3 float32 vectors */
     { 1, 32, 16, 16 },    /* maps of 2 float32 / 4 float64 vectors */
     { 1, 16, 16, 16 },

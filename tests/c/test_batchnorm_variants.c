@@ -232,9 +232,9 @@ static void test_reference(void) {
           }
 }
 
-/* Channels-last FusedBatchNorm2d on inputs with units of 16 channels or
-** more: the AVX-512 build's register blocks for the masked backward sums
-** and the maps, whose mask bits go a word at a time when C fills words. */
+/* Channels-last FusedBatchNorm2d on inputs whose channels fill vectors:
+** the AVX-512 build's register blocks for the masked backward sums and
+** the maps, whose mask bits go a word at a time when C fills words. */
 static void test_rows_blocks(void) {
   static const int64_t shapes[][4] = {
     { 8, 64, 32, 32 },   /* whole blocks of 64 float32 channels; 2 mask words a row */
