@@ -341,19 +341,21 @@ void ln_bn_saved_free(void *p) {
 ** their unbiased variances (M values each). */
 static void update_running(const ln_bn_args *a, int64_t C, int64_t G, int64_t M,
                            const double *mean, const double *var, double *tmp) {
-  double m = a->momentum;
+  /* the factors outside the loops: a division per channel took a tenth
+  ** of a (2,1024) train forward */
+  double m = a->momentum, fm = m / (double)G, fv = fm * (double)M / (double)(M - 1);
   ln_bn_vec_load(a->running_mean, C, 0, tmp);
   for (int64_t c = 0; c < C; c++) {
     double sum = 0;
     for (int64_t g = 0; g < G; g++) sum += mean[g * C + c];
-    tmp[c] = (1 - m) * tmp[c] + m * (sum / (double)G);
+    tmp[c] = (1 - m) * tmp[c] + fm * sum;
   }
   ln_bn_vec_store(a->running_mean, tmp);
   ln_bn_vec_load(a->running_var, C, 0, tmp);
   for (int64_t c = 0; c < C; c++) {
     double sum = 0;
-    for (int64_t g = 0; g < G; g++) sum += var[g * C + c] * (double)M / (double)(M - 1);
-    tmp[c] = (1 - m) * tmp[c] + m * (sum / (double)G);
+    for (int64_t g = 0; g < G; g++) sum += var[g * C + c];
+    tmp[c] = (1 - m) * tmp[c] + fv * sum;
   }
   ln_bn_vec_store(a->running_var, tmp);
 }
@@ -367,19 +369,22 @@ static void block_coefs(const ln_bn_args *a, ln_bn_saved *s, int64_t g, const do
                         const double *w, const double *b, const double *rm,
                         const double *rv, double *ca, double *cb) {
   int64_t C = s->C;
-  bool renorm = s->renorm && a->training;
+  double *invstd = s->invstd + g * C, eps = a->eps;
+  /* loops of few arrays, without renorm's branches, so that the
+  ** compiler vectorizes them: a (2,1024) eval forward spent a third of
+  ** its time in one scalar loop */
+  for (int64_t c = 0; c < C; c++) invstd[c] = 1.0 / sqrt(var[c] + eps);
+  for (int64_t c = 0; c < C; c++) ca[c] = w[c] * invstd[c];
+  memcpy(cb, b, sizeof(double) * (size_t)C);
+  if (!s->renorm || !a->training) return;
   for (int64_t c = 0, i = g * C; c < C; c++, i++) {
-    double r = 1, d = 0;
-    s->invstd[i] = 1.0 / sqrt(var[c] + a->eps);
-    if (renorm) {
-      double sigma = sqrt(rv[c] + a->eps);
-      r = clip(sqrt(var[c] + a->eps) / sigma, 1 / a->rmax, a->rmax);
-      d = clip((s->mean[i] - rm[c]) / sigma, -a->dmax, a->dmax);
-      s->r[i] = r;
-      s->d[i] = d;
-    }
-    ca[c] = w[c] * r * s->invstd[i];
-    cb[c] = renorm ? b[c] + w[c] * d : b[c];
+    double sigma = sqrt(rv[c] + eps);
+    double r = clip(sqrt(var[c] + eps) / sigma, 1 / a->rmax, a->rmax);
+    double d = clip((s->mean[i] - rm[c]) / sigma, -a->dmax, a->dmax);
+    s->r[i] = r;
+    s->d[i] = d;
+    ca[c] = w[c] * r * invstd[c];
+    cb[c] = b[c] + w[c] * d;
   }
 }
 
@@ -458,7 +463,7 @@ static ln_status cpu_forward(const ln_bn_args *a, ln_bn_saved *s, ln_tensor *x, 
                              ln_tensor *add, ln_tensor *mask, int64_t M) {
   int64_t C = s->C, G = s->blocks.G;
   /* w, b, rm, rv, then var (G*C), ca, cb */
-  double *buf = calloc((size_t)((6 + G) * C + 1), sizeof(double));
+  double *buf = malloc(sizeof(double) * (size_t)((6 + G) * C + 1));   /* all written first */
   if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm");
   double *w = buf, *b = w + C, *rm = b + C, *rv = rm + C, *var = rv + C;
   double *ca = var + G * C, *cb = ca + C;
