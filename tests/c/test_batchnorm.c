@@ -579,32 +579,41 @@ static void train_step(const int64_t *sizes, int nd, ln_dtype dt, layout L, int 
 
 static void test_threads(void) {
   int64_t live = ln_tensor_live_count();
+  size_t by_channel = ln_bn_cpu_channel_threshold(0);   /* on inputs this small too */
   static const struct { int nd; int64_t sizes[5]; } shapes[] = {
     { 4, { 4, 3, 61, 53 } },      /* few channels: channels split across units */
     { 4, { 3, 67, 13, 17 } },     /* many channels */
     { 2, { 301, 129 } },
     { 5, { 2, 5, 9, 31, 33 } },
     { 4, { 8, 64, 32, 32 } },     /* AVX-512: register blocks (see test_rows_blocks) */
+    { 4, { 2, 8, 96, 96 } },      /* NCHW: the forward by channel (runs of 9216) */
+    { 5, { 2, 5, 3, 61, 53 } },   /* the same, C not a multiple of the threads */
   };
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
     for (int L = 0; L < 2; L++) {
       if (shapes[s].nd == 2 && L == L_CL) continue;
-      ln_tensor *one[5], *two[5], *streamed[5];
+      ln_tensor *one[5], *two[5], *streamed[5], *passes[5];
       train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 1, one);
       train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 2, two);
       size_t threshold = ln_bn_cpu_stream_threshold(0);   /* every map that may */
       train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 2, streamed);
       ln_bn_cpu_stream_threshold(threshold);
+      ln_bn_cpu_channel_threshold(SIZE_MAX);   /* statistics, then the map */
+      train_step(shapes[s].sizes, shapes[s].nd, LN_F32, (layout)L, 2, passes);
+      ln_bn_cpu_channel_threshold(0);
       for (int i = 0; i < 5; i++) {
-        if (!same_bits(one[i], two[i]) || !same_bits(one[i], streamed[i])) {
+        if (!same_bits(one[i], two[i]) || !same_bits(one[i], streamed[i]) ||
+            !same_bits(one[i], passes[i])) {
           CHECK(false);
           fprintf(stderr, "  threads: shape %zu layout %d result %d differs\n", s, L, i);
         }
         ln_tensor_release(one[i]);
         ln_tensor_release(two[i]);
         ln_tensor_release(streamed[i]);
+        ln_tensor_release(passes[i]);
       }
     }
+  ln_bn_cpu_channel_threshold(by_channel);
   omp_set_num_threads(2);
   CHECK(ln_tensor_live_count() == live);
 }
