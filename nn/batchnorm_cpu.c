@@ -390,7 +390,7 @@ static bool bn_by_channel(ln_dtype dt, const ln_bn_geom *g) {
 ** two passes streamed, 0.90-1.08x cached). */
 static ln_status bn_train_by_channel(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                                      const ln_bn_view *y, const double *w, const double *b,
-                                     double eps, double *mean, double *var) {
+                                     double eps, double *mean, double *var, double *invstd) {
   const bn_kernels *kn = bn_kernels_for(dt);
   const ln_bn_geom g1 = { .C = 1, .outer = g->outer, .inner = g->inner, .rows = false };
   const bn_part pt = bn_partition(&g1);
@@ -410,7 +410,8 @@ static ln_status bn_train_by_channel(ln_dtype dt, const ln_bn_geom *g, const ln_
                   .out = { part, part + pt.units_b, part + 2 * pt.units_b } };
     kn->reduce(&r, 0, pt.units_b);
     bn_stats_finish(&pt, &r.out, 1, &mean[c], &var[c]);
-    bn_coef_at(dt, BN_X, mean[c], w[c] * (1.0 / sqrt(var[c] + eps)), b[c], &k, &b2, &d2);
+    invstd[c] = 1.0 / sqrt(var[c] + eps);
+    bn_coef_at(dt, BN_X, mean[c], w[c] * invstd[c], b[c], &k, &b2, &d2);
     bn_task m = { .g = &g1, .x = &xc, .o = &yc, .mode = BN_X, .cf = { &k, NULL, &b2, &d2 },
                   .stream = true };
     kn->map_plane(&m, 0, g1.outer * bn_plane_pieces(&g1));
@@ -420,12 +421,14 @@ static ln_status bn_train_by_channel(ln_dtype dt, const ln_bn_geom *g, const ln_
 
 ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                                   const ln_bn_view *y, const double *w, const double *b,
-                                  double eps, double *mean, double *var) {
-  if (bn_by_channel(dt, g)) return bn_train_by_channel(dt, g, x, y, w, b, eps, mean, var);
+                                  double eps, double *mean, double *var, double *invstd) {
+  if (bn_by_channel(dt, g))
+    return bn_train_by_channel(dt, g, x, y, w, b, eps, mean, var, invstd);
   ln_status st = ln_bn_cpu_stats(dt, g, x, mean, var);
   double *a = st == LN_OK ? malloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
   if (st != LN_OK || !a) return st != LN_OK ? st : bn_nomem();
-  for (int64_t c = 0; c < g->C; c++) a[c] = w[c] * (1.0 / sqrt(var[c] + eps));
+  for (int64_t c = 0; c < g->C; c++) invstd[c] = 1.0 / sqrt(var[c] + eps);   /* vectorized */
+  for (int64_t c = 0; c < g->C; c++) a[c] = w[c] * invstd[c];
   st = ln_bn_cpu_affine(dt, g, x, y, mean, a, b, true);
   free(a);
   return st;

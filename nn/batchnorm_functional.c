@@ -405,11 +405,9 @@ static ln_status run_block(const ln_bn_args *a, ln_bn_saved *s, int64_t g, ln_te
       (mask && !ln_bn_block_mask(bl, out, g, ln_tensor_data(mask), mv)))
     return ln_error(LN_ERUNTIME, "batch_norm: no kernel layout for a block of the input");
   ln_dtype dt = ln_tensor_dtype(x);
-  if (a->training && !a->relu && !s->renorm) {   /* stats and map in one call */
-    ln_status st = ln_bn_cpu_train_forward(dt, &bl->plan.g, &xv, &ov, w, b, a->eps, mean, var);
-    if (st == LN_OK) block_coefs(a, s, g, var, w, b, rm, rv, ca, cb);   /* the saved invstd */
-    return st;
-  }
+  if (a->training && !a->relu && !s->renorm)   /* statistics and map in one call */
+    return ln_bn_cpu_train_forward(dt, &bl->plan.g, &xv, &ov, w, b, a->eps, mean, var,
+                                   s->invstd + g * C);
   if (a->training) {
     ln_status st = ln_bn_cpu_stats(dt, &bl->plan.g, &xv, mean, var);
     if (st != LN_OK) return st;

@@ -119,11 +119,12 @@ ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x
 ** small inputs, SIZE_MAX to compare with the two passes. */
 #define LN_BN_CHANNEL_MIN ((size_t)4 << 20)
 size_t ln_bn_cpu_channel_threshold(size_t bytes);
-/* Training forward: the batch mean and biased variance into mean, var, and
-** y = (x - mean[c]) * w[c] / sqrt(var[c] + eps) + b[c]. */
+/* Training forward: the batch mean, biased variance and 1 / sqrt(var +
+** eps) into mean, var, invstd, and y = (x - mean[c]) * w[c] * invstd[c]
+** + b[c]. */
 ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                                   const ln_bn_view *y, const double *w, const double *b,
-                                  double eps, double *mean, double *var);
+                                  double eps, double *mean, double *var, double *invstd);
 /* sum_dy[c] = sum of dy, sum_dyx[c] = sum of dy * (x - mean[c]). */
 ln_status ln_bn_cpu_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                               const ln_bn_view *dy, const double *mean,
