@@ -8,6 +8,7 @@
 #define LN_BATCHNORM_CPU_H
 
 #include <omp.h>
+#include <string.h>
 
 #include "batchnorm_kernels.h"
 
@@ -24,6 +25,8 @@
 #endif
 
 #define BN_BLOCK 4096        /* values per plane block */
+#define BN_SHORT_RUN 1024    /* plane runs this short share lane sums, */
+#define BN_LANE_GROUP 16     /* this many channels at a time */
 #define BN_ROWS_VALUES 8192  /* about this many values per rows block, */
                              /* and 128 to 256 rows */
 #define BN_ROWS_CHANNELS 64  /* channels per unit of a rows reduction, at least */

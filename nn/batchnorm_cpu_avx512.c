@@ -6,8 +6,6 @@
 ** batchnorm_cpu.inc). The loops the compiler vectorizes itself stay 256
 ** bits wide: 512-bit ones ran the NCHW maps 1.14-1.19x slower here.
 */
-#include <string.h>
-
 #include "batchnorm_cpu.h"
 
 #ifdef LN_BN_HAVE_X86

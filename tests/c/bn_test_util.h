@@ -81,11 +81,12 @@ typedef enum layout {
   L_NARROW_C,     /* row-major, channels narrowed from a wider tensor */
   L_CL_NARROW_C,  /* channels-last, channels narrowed */
   L_NARROW_LAST,  /* last dim narrowed: no kernel layout, copied first */
+  L_C_MAJOR,      /* a transposed (C, N, *) tensor: channel planes outermost */
   L_LAYOUT_COUNT
 } layout;
 
 static const char *const layout_names[] = { "contig", "cl", "narrow_c", "cl_narrow_c",
-                                            "narrow_last" };
+                                            "narrow_last", "c_major" };
 
 /* A tensor of logical shape sizes in the given layout (a view of a larger
 ** or permuted base that it keeps alive). */
@@ -95,6 +96,13 @@ static inline ln_tensor *make(const int64_t *sizes, int nd, ln_dtype dt, layout 
   if (L == L_NARROW_C || L == L_CL_NARROW_C) base[1] += 2;
   if (L == L_NARROW_LAST) base[nd - 1] += 3;
   if (L == L_CONTIG) return ln_empty(sizes, nd, dt, CPU);
+  if (L == L_C_MAJOR) {
+    base[0] = sizes[1];
+    base[1] = sizes[0];
+    ln_tensor *p = ln_empty(base, nd, dt, CPU), *t = ln_transpose(p, 0, 1);
+    ln_tensor_release(p);
+    return t;
+  }
   if (L == L_CL || L == L_CL_NARROW_C) {
     int64_t phys[LN_MAX_DIMS];
     int perm[LN_MAX_DIMS];

@@ -201,6 +201,8 @@ static void test_reference(void) {
     { 4, { 3, 16, 9, 11 } },      /* runs longer than the vector width */
     { 5, { 2, 3, 3, 5, 7 } },     /* BatchNorm3d */
     { 4, { 1, 5, 1, 3 } },        /* size-1 dims */
+    { 4, { 4, 150, 7, 7 } },      /* short runs: units of 2-3 channels sharing lane sums */
+    { 3, { 2, 1100, 9 } },        /* more than one group of channels a unit */
   };
   static const ln_dtype dts[] = { LN_F32, LN_F64, LN_F16, LN_BF16 };
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
