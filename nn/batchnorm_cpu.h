@@ -35,6 +35,8 @@
 #define BN_GRAIN 32768       /* fewer values run on one thread */
 #define BN_STAGE 2048        /* values per staged piece of a streamed map */
 #define BN_PAGE 4096         /* bytes between a rows map's coefficient arrays */
+#define BN_WIDE_ROW 8192     /* bytes of a row from which rows maps keep */
+#define BN_MAP_TILE 4        /* coefficients in registers this many rows */
 #define BN_CHANNEL_RUN 8192  /* a forward by channel: values per run, at least, */
 #define BN_CHANNEL_BYTES ((size_t)512 << 10)   /* and bytes per channel, at most */
 

@@ -245,6 +245,9 @@ static void test_rows_blocks(void) {
     { 2, 48, 32, 32 },    /* maps of 3 float32 vectors */
     { 1, 32, 16, 16 },    /* maps of 2 float32 / 4 float64 vectors */
     { 1, 16, 16, 16 },
+    { 2, 2048, 2, 3 },    /* rows of 8 KB: maps a block and 4 rows at a time */
+    { 1, 2096, 1, 5 },    /* the same, then 3 float32 / 2 float64 vectors */
+    { 1, 1040, 2, 3 },    /* float64 rows of 8 KB, then 2 vectors */
   };
   static const ln_dtype dts[] = { LN_F32, LN_F64 };
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -590,6 +593,7 @@ static void test_threads(void) {
     { 4, { 8, 64, 32, 32 } },     /* AVX-512: register blocks (see test_rows_blocks) */
     { 4, { 2, 8, 96, 96 } },      /* NCHW: the forward by channel (runs of 9216) */
     { 5, { 2, 5, 3, 61, 53 } },   /* the same, C not a multiple of the threads */
+    { 2, { 40, 1024 } },          /* AVX-512: streamed, the map in register blocks */
   };
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
     for (int L = 0; L < 2; L++) {

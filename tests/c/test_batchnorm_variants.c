@@ -240,9 +240,10 @@ static void test_rows_blocks(void) {
     { 8, 64, 32, 32 },   /* whole blocks of 64 float32 channels; 2 mask words a row */
     { 4, 48, 32, 32 },   /* maps of 3 float32 / 6 float64 vectors; mask bits not whole words */
     { 2, 32, 32, 32 },   /* a mask word a row from 2 float32 / 4 float64 vectors */
+    { 1, 2080, 1, 5 },   /* rows of 8 KB: mask words from a block, 4 rows at a time */
   };
   static const ln_dtype dts[] = { LN_F32, LN_F64 };
-  for (size_t s = 0; s < 3; s++)
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
     for (size_t t = 0; t < 2; t++)
       for (int mode = 0; mode < 8; mode++) {
         vcase k = { .nd = 4, .dt = dts[t], .L = mode & 1 ? L_CL_NARROW_C : L_CL,
