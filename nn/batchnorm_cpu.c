@@ -272,6 +272,21 @@ ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
   return st;
 }
 
+/* The backward's sums from their reduction's partials (the block ranges
+** in order), taken about k and moved to be about the mean. */
+static void bn_sums_finish(const bn_part *pt, const bn_partials *p, int64_t C,
+                           const double *mean, const double *k, double *sum_dy,
+                           double *sum_dyx) {
+  for (int64_t c = 0; c < C; c++) sum_dy[c] = sum_dyx[c] = 0;
+  for (int64_t u = 0; u < pt->units_b; u++)
+    for (int64_t c = 0; c < C; c++) {
+      sum_dy[c] += p->a[u * C + c];
+      sum_dyx[c] += p->b[u * C + c];
+    }
+  for (int64_t c = 0; c < C; c++)
+    sum_dyx[c] -= (mean[c] - k[c]) * sum_dy[c];  /* from x - k to x - mean */
+}
+
 /* The backward's sums over dy, or over dy masked. */
 static ln_status bn_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                               const ln_bn_view *dy, const ln_bn_mask *mask,
@@ -282,17 +297,7 @@ static ln_status bn_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view
   if (!k) return bn_nomem();
   for (int64_t c = 0; c < g->C; c++) k[c] = bn_round(dt, mean[c]);
   ln_status st = bn_reduce(dt, g, x, dy, mask, k, &pt, &p);
-  if (st == LN_OK) {
-    int64_t C = g->C;
-    for (int64_t c = 0; c < C; c++) sum_dy[c] = sum_dyx[c] = 0;
-    for (int64_t u = 0; u < pt.units_b; u++)
-      for (int64_t c = 0; c < C; c++) {
-        sum_dy[c] += p.a[u * C + c];
-        sum_dyx[c] += p.b[u * C + c];
-      }
-    for (int64_t c = 0; c < C; c++)
-      sum_dyx[c] -= (mean[c] - k[c]) * sum_dy[c];  /* from x - k to x - mean */
-  }
+  if (st == LN_OK) bn_sums_finish(&pt, &p, g->C, mean, k, sum_dy, sum_dyx);
   free(k);
   return st;
 }
@@ -310,6 +315,16 @@ static void bn_coef_at(ln_dtype dt, unsigned mode, double mean, double b, double
   *k = mode & BN_X ? bn_round(dt, mean) : 0;
   *b2 = mode & BN_X ? b : 0;
   *d2 = mode & BN_X ? d - (mean - *k) * b : d;
+}
+
+/* A channel's coefficients of the backward's map, dx = dz * a + (x -
+** mean) * b + d, over M values (see ln_bn_cpu_backward); without dx, dz
+** alone goes out. */
+static void bn_dx_coef_at(bool dx, bool training, double w, double invstd, double sum_dy,
+                          double sum_dyx, double M, double *a, double *b, double *d) {
+  *a = dx ? w * invstd : 1;
+  *b = training && dx ? -*a * invstd * invstd * sum_dyx / M : 0;
+  *d = training && dx ? -*a * sum_dy / M : 0;
 }
 
 /* The operands of a map (see the BN_* flags); unused ones are NULL. */
@@ -369,61 +384,96 @@ size_t ln_bn_cpu_channel_threshold(size_t bytes) {
   return old;
 }
 
-/* Does a training forward go channel by channel: each thread takes whole
-** channels and maps each right after its statistics, from the L2, so x
-** comes from memory once instead of twice. Only for plane channels that
-** fit (BN_CHANNEL_BYTES) with runs of BN_CHANNEL_RUN values or more:
-** short runs lie a whole image apart, and read a channel at a time they
-** ran slower than in memory order ((32,64,56,56) float32, runs of 3136:
-** 1.16-1.24x the time). */
+/* Does a training pass go channel by channel: each thread takes whole
+** channels and maps each right after its sums, from the L2, so x (and
+** dy) come from memory once instead of twice. Only for plane channels
+** that fit (BN_CHANNEL_BYTES each) with runs of BN_CHANNEL_RUN values or
+** more: short runs lie a whole image apart, and read a channel at a time
+** they ran slower than in memory order ((32,64,56,56) float32, runs of
+** 3136: 1.16-1.24x the time). Interleaved A/B, 2 threads, float32, by
+** channel against two passes: (8,32,16,28,28) forward 0.82x the time,
+** backward 0.70x; (2,32,224,224) 0.77x and 0.67x. */
 static bool bn_by_channel(ln_dtype dt, const ln_bn_geom *g) {
   size_t channel = (size_t)(g->outer * g->inner) * ln_dtype_size(dt);
   return !g->rows && g->inner >= BN_CHANNEL_RUN && g->C >= 2 * omp_get_max_threads() &&
          channel <= BN_CHANNEL_BYTES && channel * (size_t)g->C >= bn_channel_min;
 }
 
-/* The training forward channel by channel: channel c's statistics from
-** the blocks and units that ln_bn_cpu_stats gives it, merged in the same
-** order (the same bits), then its map, streamed: a cached output pushed
-** the channel's x out of the L2, and lost what going by channel gains
-** ((8,32,16,28,28) float32, 2 threads: by channel 0.74-1.07x the time of
-** two passes streamed, 0.90-1.08x cached). */
-static ln_status bn_train_by_channel(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
-                                     const ln_bn_view *y, const double *w, const double *b,
-                                     double eps, double *mean, double *var, double *invstd) {
-  const bn_kernels *kn = bn_kernels_for(dt);
-  const ln_bn_geom g1 = { .C = 1, .outer = g->outer, .inner = g->inner, .rows = false };
+/* A training pass channel by channel: the forward (dy NULL: the
+** statistics into mean_out, var, invstd_out, then y = (x - mean) * w *
+** invstd + b) or the backward (the sums over dy about mean, then dx). */
+typedef struct bn_channel_job {
+  ln_dtype dt;
+  const ln_bn_geom *g;
+  const ln_bn_view *x, *dy, *o;          /* o: y or dx */
+  const double *w, *b, *mean, *invstd;   /* b: the forward's; mean, invstd: the backward's */
+  double eps;
+  double *mean_out, *var, *invstd_out;   /* the forward's */
+  double *sum_dy, *sum_dyx;              /* the backward's */
+} bn_channel_job;
+
+/* Channel c's sums from the blocks and units that the two passes give
+** it, merged in the same order (the same bits), then its map, streamed: a
+** cached output pushed the channel's x out of the L2, and lost what going
+** by channel gains ((8,32,16,28,28) float32, 2 threads: the forward by
+** channel 0.74-1.07x the time of two passes streamed, 0.90-1.08x cached). */
+static void bn_channel(const bn_channel_job *j, const bn_kernels *kn, const ln_bn_geom *g1,
+                       const bn_part *pt, double *space, double *part, int64_t c) {
+  const ln_bn_view *v[3] = { j->x, j->dy, j->o };
+  ln_bn_view at[3];
+  for (int i = 0; i < 3; i++) {
+    if (!v[i]) continue;
+    at[i] = *v[i];
+    at[i].data = (char *)v[i]->data + c * v[i]->s_c * (int64_t)ln_dtype_size(j->dt);
+  }
+  double mean = j->dy ? j->mean[c] : 0, kr = bn_round(j->dt, mean), a = 0, b, d, k, b2, d2;
+  bn_task r = { .g = g1, .x = &at[0], .dy = j->dy ? &at[1] : NULL, .pt = *pt, .kvec = &kr,
+                .scratch = space, .out = { part, part + pt->units_b, part + 2 * pt->units_b } };
+  kn->reduce(&r, 0, pt->units_b);
+  if (j->dy) {
+    bn_sums_finish(pt, &r.out, 1, &mean, &kr, &j->sum_dy[c], &j->sum_dyx[c]);
+    bn_dx_coef_at(true, true, j->w[c], j->invstd[c], j->sum_dy[c], j->sum_dyx[c],
+                  (double)(g1->outer * g1->inner), &a, &b, &d);
+  } else {
+    bn_stats_finish(pt, &r.out, 1, &mean, &j->var[c]);
+    j->mean_out[c] = mean;
+    j->invstd_out[c] = 1.0 / sqrt(j->var[c] + j->eps);
+    b = j->w[c] * j->invstd_out[c];
+    d = j->b[c];
+  }
+  unsigned mode = j->dy ? BN_X | BN_DY : BN_X;
+  bn_coef_at(j->dt, mode, mean, b, d, &k, &b2, &d2);
+  bn_task m = { .g = g1, .x = &at[0], .dy = j->dy ? &at[1] : NULL, .o = &at[2], .mode = mode,
+                .cf = { &k, &a, &b2, &d2 }, .stream = true };
+  kn->map_plane(&m, 0, g1->outer * bn_plane_pieces(g1));
+}
+
+/* A training pass channel by channel (bn_by_channel), each thread taking
+** whole channels. */
+static ln_status bn_by_channel_run(const bn_channel_job *j) {
+  const bn_kernels *kn = bn_kernels_for(j->dt);
+  const ln_bn_geom g1 = { .C = 1, .outer = j->g->outer, .inner = j->g->inner, .rows = false };
   const bn_part pt = bn_partition(&g1);
-  bool par = bn_parallel(g);
+  bool par = bn_parallel(j->g);
   int nt = par ? omp_get_max_threads() : 1;
   /* each thread's reduce scratch, then its partials (n, a, b), 64 bytes apart */
   int64_t scratch = bn_scratch_stride(1) * nt, per = 3 * pt.units_b + 8;
   double *space = bn_space_get((size_t)(scratch + per * nt));
   if (!space) return bn_nomem();
   #pragma omp parallel for if (par) schedule(static)
-  for (int64_t c = 0; c < g->C; c++) {
-    double *part = space + scratch + per * omp_get_thread_num(), k, b2, d2;
-    ln_bn_view xc = *x, yc = *y;
-    xc.data = (char *)x->data + c * x->s_c * (int64_t)ln_dtype_size(dt);
-    yc.data = (char *)y->data + c * y->s_c * (int64_t)ln_dtype_size(dt);
-    bn_task r = { .g = &g1, .x = &xc, .pt = pt, .scratch = space,
-                  .out = { part, part + pt.units_b, part + 2 * pt.units_b } };
-    kn->reduce(&r, 0, pt.units_b);
-    bn_stats_finish(&pt, &r.out, 1, &mean[c], &var[c]);
-    invstd[c] = 1.0 / sqrt(var[c] + eps);
-    bn_coef_at(dt, BN_X, mean[c], w[c] * invstd[c], b[c], &k, &b2, &d2);
-    bn_task m = { .g = &g1, .x = &xc, .o = &yc, .mode = BN_X, .cf = { &k, NULL, &b2, &d2 },
-                  .stream = true };
-    kn->map_plane(&m, 0, g1.outer * bn_plane_pieces(&g1));
-  }
+  for (int64_t c = 0; c < j->g->C; c++)
+    bn_channel(j, kn, &g1, &pt, space, space + scratch + per * omp_get_thread_num(), c);
   return LN_OK;
 }
 
 ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                                   const ln_bn_view *y, const double *w, const double *b,
                                   double eps, double *mean, double *var, double *invstd) {
-  if (bn_by_channel(dt, g))
-    return bn_train_by_channel(dt, g, x, y, w, b, eps, mean, var, invstd);
+  if (bn_by_channel(dt, g)) {
+    bn_channel_job j = { .dt = dt, .g = g, .x = x, .o = y, .w = w, .b = b, .eps = eps,
+                         .mean_out = mean, .var = var, .invstd_out = invstd };
+    return bn_by_channel_run(&j);
+  }
   ln_status st = ln_bn_cpu_stats(dt, g, x, mean, var);
   double *a = st == LN_OK ? malloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
   if (st != LN_OK || !a) return st != LN_OK ? st : bn_nomem();
@@ -454,11 +504,10 @@ static ln_status bn_backward_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_v
   int64_t C = g->C;
   double *a = malloc(sizeof(double) * (size_t)(3 * C + 1)), *b = a + C, *d = b + C;
   if (!a) return bn_nomem();
-  for (int64_t c = 0; c < C; c++) {  /* dx = dz * a + (x - mean) * b + d */
-    a[c] = dx ? w[c] * invstd[c] : 1;   /* without dx, dz alone goes out */
-    b[c] = training && dx ? -a[c] * invstd[c] * invstd[c] * sum_dyx[c] / M : 0;
-    d[c] = training && dx ? -a[c] * sum_dy[c] / M : 0;
-  }
+  for (int64_t c = 0; c < C; c++)
+    bn_dx_coef_at(dx, training, dx ? w[c] : 1, dx ? invstd[c] : 1,
+                  training && dx ? sum_dy[c] : 0, training && dx ? sum_dyx[c] : 0, M, &a[c],
+                  &b[c], &d[c]);
   bn_operands op = { .x = x, .dy = dy, .o = dx ? dx : dz_out, .mask = mask };
   unsigned mode = training && dx ? BN_X | BN_DY : BN_DY;
   /* In training the sums have just read x and dy: a streamed dx made the
@@ -488,6 +537,11 @@ ln_status ln_bn_cpu_backward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view 
                              const ln_bn_view *dx, const ln_bn_view *dz_out,
                              const double *mean, const double *invstd, const double *w,
                              bool training, double *sum_dy, double *sum_dyx) {
+  if (training && sum_dy && dx && !dz_out && !mask && bn_by_channel(dt, g)) {
+    bn_channel_job j = { .dt = dt, .g = g, .x = x, .dy = dy, .o = dx, .w = w, .mean = mean,
+                         .invstd = invstd, .sum_dy = sum_dy, .sum_dyx = sum_dyx };
+    return bn_by_channel_run(&j);
+  }
   ln_status st = LN_OK;
   if (sum_dy) st = bn_grad_sums(dt, g, x, dy, mask, mean, sum_dy, sum_dyx);
   if (st != LN_OK || (!dx && !dz_out)) return st;

@@ -111,12 +111,13 @@ ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
 ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                            const ln_bn_view *y, const double *mean, const double *a,
                            const double *b, bool after_stats);
-/* A training forward (ln_bn_cpu_train_forward) of an input of at least
-** `bytes` bytes goes a channel at a time, statistics then map, where the
-** layout allows (NCHW-like, long runs, channels that fit the L2): x then
-** comes from memory once, not twice, and y is streamed. Same bits either
-** way. Returns the previous threshold; tests set 0 to take that path on
-** small inputs, SIZE_MAX to compare with the two passes. */
+/* A training forward (ln_bn_cpu_train_forward) or backward
+** (ln_bn_cpu_backward without mask or dz_out) of an input of at least
+** `bytes` bytes goes a channel at a time, sums then map, where the layout
+** allows (NCHW-like, long runs, channels that fit the L2): x and dy then
+** come from memory once, not twice, and the output is streamed. Same bits
+** either way. Returns the previous threshold; tests set 0 to take that
+** path on small inputs, SIZE_MAX to compare with the two passes. */
 #define LN_BN_CHANNEL_MIN ((size_t)4 << 20)
 size_t ln_bn_cpu_channel_threshold(size_t bytes);
 /* Training forward: the batch mean, biased variance and 1 / sqrt(var +
