@@ -374,7 +374,7 @@ ln_status ln_bn_cpu_affine(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x
   return bn_map(dt, g, BN_X, &op, mean, NULL, a, b, after_stats);
 }
 
-/* ---- the training forward channel by channel ---- */
+/* ---- training passes channel by channel ---- */
 
 static size_t bn_channel_min = LN_BN_CHANNEL_MIN;
 
