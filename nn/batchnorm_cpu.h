@@ -35,6 +35,8 @@
 #define BN_GRAIN 32768       /* fewer values run on one thread */
 #define BN_STAGE 2048        /* values per staged piece of a streamed map */
 #define BN_PAGE 4096         /* bytes between a rows map's coefficient arrays */
+#define BN_SEQ_ROW 1024      /* bytes of a row from which rows reductions */
+                             /* from memory go in memory order */
 #define BN_WIDE_ROW 8192     /* bytes of a row from which rows maps keep */
 #define BN_MAP_TILE 4        /* coefficients in registers this many rows */
 #define BN_CHANNEL_RUN 8192  /* a forward by channel: values per run, at least, */
@@ -46,7 +48,18 @@ typedef struct bn_part {
   int64_t runs_per;  /* plane: runs per block (shorter runs) */
   int64_t rows_per;  /* rows: rows per block */
   int64_t units_b, units_c;  /* block ranges; channel ranges per block range */
+  bool rows_seq;     /* rows: whole rows in memory order, the sums in memory */
 } bn_part;
+
+/* The first channel of unit uc of n channel ranges (n: the end). Rows
+** units start on 16 channels, a 64-byte vector of float32: cut anywhere,
+** a (16,1024,14,14) channels-last input's units of 341 channels had
+** unaligned register blocks and a remainder each, and its backward sums
+** took 1.1x as long. */
+static inline int64_t bn_unit_c(const ln_bn_geom *g, int64_t n, int64_t uc) {
+  if (uc == n) return g->C;
+  return g->rows ? uc * (g->C / 16) / n * 16 : uc * g->C / n;
+}
 
 typedef struct bn_rect { int64_t j0, j1, i0, i1; } bn_rect;  /* runs x values */
 

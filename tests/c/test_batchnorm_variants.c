@@ -406,9 +406,11 @@ static void test_threads(void) {
   static const int64_t shapes[][4] = {
     { 4, 13, 33, 35 },   /* 60060 values */
     { 4, 32, 21, 23 },   /* AVX-512: maps in registers (see test_rows_blocks) */
+    { 2, 263, 9, 11 },   /* rows of 1 KB: streamed, the masked sums in memory
+                            order (rows_seq), 7 channels after the vectors */
   };
   int saved = omp_get_max_threads();
-  for (int e = 0; e < 4; e++) {
+  for (int e = 0; e < 2 * (int)(sizeof shapes / sizeof shapes[0]); e++) {
     const int64_t *sizes = shapes[e / 2];
     int L = e % 2;
     ln_tensor *one[5], *many[5], *streamed[5];
