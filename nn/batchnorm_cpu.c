@@ -57,8 +57,10 @@ static size_t bn_stream_bytes = LN_BN_STREAM_BYTES;
 ** each, a stride apart. Against the walk, 2 threads, float32
 ** channels-last: the backward's sums of (16,512,28,28), (32,256,28,28)
 ** and (16,256,56,56) 0.62-0.68x the time, the statistics 0.75-0.94x; for
-** rows of 512 bytes (C = 128) the sums took 1.03-1.43x, and in the
-** caches (12.8 MB and less) 1.3-2.4x: there the walk stays. */
+** rows of 512 bytes (C = 128) the sums took 1.03-1.43x, in the caches
+** (12.8 MB and less) 1.3-2.4x, and with fewer blocks than units, each
+** unit a range of channels ((1024,4096): 8 blocks), 1.5x: there the
+** walk stays. */
 static bn_part bn_partition(ln_dtype dt, const ln_bn_geom *g) {
   bn_part p = { .per_run = 1, .runs_per = 1, .rows_per = 1 };
   int64_t c_units = g->C ? g->C : 1;   /* channel ranges: at most */
@@ -66,7 +68,8 @@ static bn_part bn_partition(ln_dtype dt, const ln_bn_geom *g) {
     size_t row = (size_t)g->C * ln_dtype_size(dt);
     p.rows_per = clamp64(BN_ROWS_VALUES / c_units, 128, 256);
     p.nblk = (g->outer * g->inner + p.rows_per - 1) / p.rows_per;
-    p.rows_seq = row >= BN_SEQ_ROW && row * (size_t)(g->outer * g->inner) >= bn_stream_bytes;
+    p.rows_seq = row >= BN_SEQ_ROW && row * (size_t)(g->outer * g->inner) >= bn_stream_bytes &&
+                 p.nblk >= BN_UNITS;
     c_units = g->C / BN_ROWS_CHANNELS > 1 ? g->C / BN_ROWS_CHANNELS : 1;
   } else if (g->inner >= BN_BLOCK) {
     p.per_run = (g->inner + BN_BLOCK - 1) / BN_BLOCK;

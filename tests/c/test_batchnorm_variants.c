@@ -406,8 +406,9 @@ static void test_threads(void) {
   static const int64_t shapes[][4] = {
     { 4, 13, 33, 35 },   /* 60060 values */
     { 4, 32, 21, 23 },   /* AVX-512: maps in registers (see test_rows_blocks) */
-    { 2, 263, 9, 11 },   /* rows of 1 KB: streamed, the masked sums in memory
-                            order (rows_seq), 7 channels after the vectors */
+    { 8, 263, 32, 64 },  /* rows of 1 KB, 64 blocks a ghost batch: streamed, the
+                            masked sums in memory order (rows_seq), 7 channels
+                            after the vectors */
   };
   int saved = omp_get_max_threads();
   for (int e = 0; e < 2 * (int)(sizeof shapes / sizeof shapes[0]); e++) {
