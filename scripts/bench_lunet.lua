@@ -431,16 +431,17 @@ local function report(o)
     out(("  %-40s %5.1f MB  lunet %s ms (%s)  torch %s ms (%s)"):format(case.label, bytes / 1e6,
         fmt_time(lc), bw(lc), fmt_time(tc), bw(tc)))
   end
-  local bad, worst = {}, 0
+  local bad, worst, fused = {}, 0, false
   for _, c in ipairs(d.checks) do
     worst = math.max(worst, tonumber(c.diff) or math.huge)
+    fused = fused or c.what == "da"
     if not c.ok then bad[#bad + 1] = ("%s %s (relative diff %s)"):format(c.case, c.what, c.diff) end
   end
   if #d.checks == 0 then out("outputs: NOT compared with PyTorch")
   elseif #bad == 0 then
-    out(("outputs match PyTorch: y, dx, dweight, dbias, running stats and eval y of every case,"
-         .. " and the addend's gradient of the fused ones (%d tensors; largest diff %.2g of the"
-         .. " tensor's scale, limit 1e-4)"):format(#d.checks, worst))
+    out(("outputs match PyTorch: y, dx, dweight, dbias, running stats and eval y of every case%s"
+         .. " (%d tensors; largest diff %.2g of the tensor's scale, limit 1e-4)")
+        :format(fused and ", and the addend's gradient of the fused ones" or "", #d.checks, worst))
   else out("outputs DIFFER from PyTorch: " .. table.concat(bad, "; ")) end
   out(("threads: %s (lunet) / %s (torch); torch %s; %d target(s) missed")
       :format(d.meta["lunet|threads"] or "?", d.meta["torch|threads"] or "?",
