@@ -12,9 +12,11 @@
 ** (batchnorm_device.h), which also writes the parameters' gradients.
 */
 #include <stdlib.h>
+#include <string.h>
 
 #include "../core/autograd.h"
 #include "batchnorm_functional.h"
+#include "scratch.h"
 
 static ln_tensor *zeros_like(ln_tensor *p) {
   return ln_zeros(ln_tensor_sizes(p), ln_tensor_dim(p), ln_tensor_dtype(p),
@@ -144,15 +146,16 @@ static ln_status bn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **gr
   ln_dtype dt = ln_tensor_dtype(x);
   ln_status st = LN_OK;
   bn_grads t = { .x = x, .sums = (s->training && need_x) || need_w || need_b };
-  double *buf = calloc((size_t)(6 * C + 1), sizeof(double));
+  double *buf = ln_scratch_alloc(sizeof(double) * (size_t)(6 * C + 1));
   if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm backward");
+  memset(buf, 0, sizeof(double) * (size_t)(6 * C + 1));
   double *wv = buf;
   t.wr = wv + C, t.sdy = t.wr + C, t.sdyx = t.sdy + C, t.gw = t.sdyx + C, t.gb = t.gw + C;
   if (M == 0) {  /* empty input: zero gradients */
     if ((need_x && !(grad_in[0] = zeros_like(x))) || (need_w && !(grad_in[1] = zeros_like(w))) ||
         (need_b && !(grad_in[2] = zeros_like(b))) || (need_a && !(grad_in[3] = zeros_like(x))))
       goto fail;
-    free(buf);
+    ln_scratch_free(buf);
     return LN_OK;
   }
   ln_bn_plan plan;
@@ -180,7 +183,7 @@ done:
   ln_tensor_release(t.dy);
   ln_tensor_release(t.dx);
   ln_tensor_release(t.dz);
-  free(buf);
+  ln_scratch_free(buf);
   return st;
 }
 

@@ -23,6 +23,7 @@
 #endif
 
 #include "batchnorm_cpu.h"
+#include "scratch.h"
 
 #define BN_ISA base
 #include "batchnorm_cpu_isa.inc"
@@ -310,12 +311,12 @@ static ln_status bn_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view
                               const double *mean, double *sum_dy, double *sum_dyx) {
   bn_part pt;
   bn_partials p;
-  double *k = malloc(sizeof(double) * (size_t)(g->C + 1));
+  double *k = ln_scratch_alloc(sizeof(double) * (size_t)(g->C + 1));
   if (!k) return bn_nomem();
   for (int64_t c = 0; c < g->C; c++) k[c] = bn_round(dt, mean[c]);
   ln_status st = bn_reduce(dt, g, x, dy, mask, k, &pt, &p);
   if (st == LN_OK) bn_sums_finish(&pt, &p, g->C, mean, k, sum_dy, sum_dyx);
-  free(k);
+  ln_scratch_free(k);
   return st;
 }
 
@@ -360,7 +361,8 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
   const bn_kernels *kn = bn_kernels_for(dt);
   int64_t C = g->C, rows = g->outer * g->inner, R = bn_rows_repeat(g);
   int64_t cb = g->rows ? bn_rows_coef_bytes(C * R, kn->acc_size) : 0;
-  double *k = malloc(sizeof(double) * (size_t)(3 * C + 1) + (size_t)(cb ? 4 * cb + BN_PAGE : 0));
+  double *k = ln_scratch_alloc(sizeof(double) * (size_t)(3 * C + 1) +
+                               (size_t)(cb ? 4 * cb + BN_PAGE : 0));
   if (!k) return bn_nomem();
   double *d2 = k + C, *b2 = d2 + C;
   for (int64_t c = 0; c < C; c++)   /* mean and b are only read with BN_X */
@@ -380,7 +382,7 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
   } else {
     bn_run(par, C * g->outer * bn_plane_pieces(g), kn->map_plane, &t);
   }
-  free(k);
+  ln_scratch_free(k);
   return LN_OK;
 }
 
@@ -492,12 +494,12 @@ ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_
     return bn_by_channel_run(&j);
   }
   ln_status st = ln_bn_cpu_stats(dt, g, x, mean, var);
-  double *a = st == LN_OK ? malloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
+  double *a = st == LN_OK ? ln_scratch_alloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
   if (st != LN_OK || !a) return st != LN_OK ? st : bn_nomem();
   for (int64_t c = 0; c < g->C; c++) invstd[c] = 1.0 / sqrt(var[c] + eps);   /* vectorized */
   for (int64_t c = 0; c < g->C; c++) a[c] = w[c] * invstd[c];
   st = ln_bn_cpu_affine(dt, g, x, y, mean, a, b, true);
-  free(a);
+  ln_scratch_free(a);
   return st;
 }
 
@@ -519,7 +521,7 @@ static ln_status bn_backward_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_v
                                  bool training, const double *sum_dy, const double *sum_dyx,
                                  double M) {
   int64_t C = g->C;
-  double *a = malloc(sizeof(double) * (size_t)(3 * C + 1)), *b = a + C, *d = b + C;
+  double *a = ln_scratch_alloc(sizeof(double) * (size_t)(3 * C + 1)), *b = a + C, *d = b + C;
   if (!a) return bn_nomem();
   for (int64_t c = 0; c < C; c++)
     bn_dx_coef_at(dx, training, dx ? w[c] : 1, dx ? invstd[c] : 1,
@@ -545,7 +547,7 @@ static ln_status bn_backward_map(ln_dtype dt, const ln_bn_geom *g, const ln_bn_v
     }
     st = bn_map(dt, g, mode, &op, mean, a, b, d, reread);
   }
-  free(a);
+  ln_scratch_free(a);
   return st;
 }
 

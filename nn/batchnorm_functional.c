@@ -24,6 +24,7 @@
 #include "backends.h"
 #include "batchnorm_functional.h"
 #include "pyrepr.h"
+#include "scratch.h"
 
 /* ---- messages ---- */
 
@@ -466,7 +467,7 @@ static ln_status cpu_forward(const ln_bn_args *a, ln_bn_saved *s, ln_tensor *x, 
                              ln_tensor *add, ln_tensor *mask, int64_t M) {
   int64_t C = s->C, G = s->blocks.G;
   /* w, b, rm, rv, then var (G*C), ca, cb */
-  double *buf = malloc(sizeof(double) * (size_t)((6 + G) * C + 1));   /* all written first */
+  double *buf = ln_scratch_alloc(sizeof(double) * (size_t)((6 + G) * C + 1));   /* all written */
   if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm");
   double *w = buf, *b = w + C, *rm = b + C, *rv = rm + C, *var = rv + C;
   double *ca = var + G * C, *cb = ca + C;
@@ -479,7 +480,7 @@ static ln_status cpu_forward(const ln_bn_args *a, ln_bn_saved *s, ln_tensor *x, 
     st = run_block(a, s, g, x, out, add, mask, buf, var + g * C, ca, cb);
   if (st == LN_OK && a->training && a->update && a->running_mean)
     update_running(a, C, G, M / G, s->mean, var, ca);
-  free(buf);
+  ln_scratch_free(buf);
   return st;
 }
 

@@ -1,0 +1,75 @@
+/*
+** scratch.c -- per-thread scratch memory (scratch.h).
+*/
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "scratch.h"
+
+#define SCRATCH_ALIGN 64
+
+typedef struct arena {
+  char *base;
+  size_t cap, top;   /* bytes held in the arena: [0, top) */
+  size_t extra;      /* bytes held outside it, taken since it was empty */
+  size_t want;       /* the largest total held */
+} arena;
+
+static pthread_key_t arena_key;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+
+static void arena_free(void *v) {
+  arena *a = v;
+  free(a->base);
+  free(a);
+}
+
+static void arena_init(void) { pthread_key_create(&arena_key, arena_free); }
+
+static arena *arena_get(void) {
+  pthread_once(&arena_once, arena_init);
+  arena *a = pthread_getspecific(arena_key);
+  if (a) return a;
+  if (!(a = calloc(1, sizeof *a))) return NULL;
+  if (pthread_setspecific(arena_key, a) != 0) {
+    free(a);
+    return NULL;
+  }
+  return a;
+}
+
+void *ln_scratch_alloc(size_t n) {
+  if (n > SIZE_MAX / 2) return NULL;
+  n = (n + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
+  if (!n) n = SCRATCH_ALIGN;
+  arena *a = arena_get();
+  if (!a) return aligned_alloc(SCRATCH_ALIGN, n);
+  if (a->top + a->extra + n > a->want) a->want = a->top + a->extra + n;
+  if (a->top == 0 && a->cap < a->want) {   /* empty: grow to the largest total */
+    char *p = aligned_alloc(SCRATCH_ALIGN, a->want);
+    if (p) {
+      free(a->base);
+      a->base = p;
+      a->cap = a->want;
+    }
+  }
+  if (a->top + n > a->cap) {   /* freed before the arena's blocks, being taken after them */
+    a->extra += n;
+    return aligned_alloc(SCRATCH_ALIGN, n);
+  }
+  void *p = a->base + a->top;
+  a->top += n;
+  return p;
+}
+
+void ln_scratch_free(void *p) {
+  arena *a = p ? pthread_getspecific(arena_key) : NULL;
+  uintptr_t u = (uintptr_t)p, lo = a ? (uintptr_t)a->base : 0;
+  if (a && a->base && u >= lo && u < lo + a->cap) {
+    a->top = u - lo;
+    if (a->top == 0) a->extra = 0;
+  } else {
+    free(p);
+  }
+}
