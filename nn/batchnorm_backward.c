@@ -12,7 +12,6 @@
 ** (batchnorm_device.h), which also writes the parameters' gradients.
 */
 #include <stdlib.h>
-#include <string.h>
 
 #include "../core/autograd.h"
 #include "batchnorm_functional.h"
@@ -146,9 +145,8 @@ static ln_status bn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **gr
   ln_dtype dt = ln_tensor_dtype(x);
   ln_status st = LN_OK;
   bn_grads t = { .x = x, .sums = (s->training && need_x) || need_w || need_b };
-  double *buf = ln_scratch_alloc(sizeof(double) * (size_t)(6 * C + 1));
+  double *buf = ln_scratch_zeroed(sizeof(double) * (size_t)(6 * C + 1));
   if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm backward");
-  memset(buf, 0, sizeof(double) * (size_t)(6 * C + 1));
   double *wv = buf;
   t.wr = wv + C, t.sdy = t.wr + C, t.sdyx = t.sdy + C, t.gw = t.sdyx + C, t.gb = t.gw + C;
   if (M == 0) {  /* empty input: zero gradients */

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "scratch.h"
 
@@ -60,6 +61,12 @@ void *ln_scratch_alloc(size_t n) {
   }
   void *p = a->base + a->top;
   a->top += n;
+  return p;
+}
+
+void *ln_scratch_zeroed(size_t n) {
+  void *p = ln_scratch_alloc(n);
+  if (p) memset(p, 0, n);
   return p;
 }
 

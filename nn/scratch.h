@@ -21,6 +21,8 @@
 
 /* n bytes, 64-byte aligned; NULL when out of memory. */
 void *ln_scratch_alloc(size_t n);
+/* The same, zeroed. */
+void *ln_scratch_zeroed(size_t n);
 /* Give back p (NULL does nothing) and the blocks taken after it. */
 void ln_scratch_free(void *p);
 

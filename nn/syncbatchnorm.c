@@ -29,6 +29,7 @@
 #include "../core/ops.h"
 #include "batchnorm_functional.h"
 #include "batchnorm_module_impl.h"
+#include "scratch.h"
 #include "syncbatchnorm.h"
 
 /* The forward's row: this header, then mean[K] and M2[K]. */
@@ -396,7 +397,7 @@ static ln_tensor *sync_forward(ln_tensor *input, ln_tensor *const *p, double mom
   if (!g) g = ln_dist_world();
   const ln_bn_device_impl *impl = device_impl(input);
   int64_t len = ROW_HEADER + 2 * K;
-  double *buf = calloc((size_t)(5 * K + 1), sizeof(double));
+  double *buf = ln_scratch_zeroed(sizeof(double) * (size_t)(5 * K + 1));
   if (!buf || !(row = ln_zeros(&len, 1, LN_F64, impl ? ln_tensor_device(input)
                                                      : LN_DEVICE_CPU))) {
     if (!buf) ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm");
@@ -469,7 +470,7 @@ done:
   ln_tensor_release(rows);
   ln_tensor_release(heads);
   ln_tensor_release(saved);
-  free(buf);
+  ln_scratch_free(buf);
   return out;
 }
 
@@ -626,7 +627,7 @@ static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **g
   ln_status st = LN_OK;
   ln_bn_blocks bl;
   ln_bn_view xv, gv, dv;
-  double *buf = calloc((size_t)(2 * C + 1), sizeof(double));
+  double *buf = ln_scratch_zeroed(sizeof(double) * (size_t)(2 * C + 1));
   if (!buf || !(row = ln_zeros(&len, 1, LN_F64, LN_DEVICE_CPU))) {
     st = buf ? ln_last_status() : ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm backward");
     goto done;
@@ -677,7 +678,7 @@ done:
   ln_tensor_release(dx);
   ln_tensor_release(dy);
   ln_tensor_release(row);
-  free(buf);
+  ln_scratch_free(buf);
   return st;
 }
 

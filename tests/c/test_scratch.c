@@ -56,6 +56,11 @@ int main(void) {
   ln_scratch_free(q[0]);
   CHECK(ln_scratch_alloc(1) == q[0]);   /* all given back: from the start */
   ln_scratch_free(q[0]);
+  char *z = ln_scratch_zeroed(5000);   /* where 'a' and 'b' were written */
+  bool zero = z != NULL;
+  for (int i = 0; zero && i < 5000; i++) zero = z[i] == 0;
+  CHECK(zero);
+  ln_scratch_free(z);
   ln_scratch_free(NULL);
 
   /* a request larger than the arena while a block is held: apart */
