@@ -2,8 +2,8 @@
 ** test_scratch.c -- the per-thread scratch memory of nn/ (nn/scratch.h):
 ** blocks aligned and apart, given back last in first out and taken again
 ** from the same place, requests that do not fit served apart while others
-** are held, the arena grown to the largest total once empty, and one
-** arena per thread.
+** are held, the arena grown to the largest total once empty, zeroed
+** blocks, and one arena per thread.
 */
 #include <pthread.h>
 #include <stdbool.h>
