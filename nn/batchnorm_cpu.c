@@ -14,7 +14,6 @@
 ** afterwards, so the thread count changes nothing.
 */
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -202,50 +201,11 @@ static void bn_run(bool par, int64_t n, bn_range_fn fn, const bn_task *t) {
   }
 }
 
-/* The reductions' work space (each thread's block sums, then the
-** partials), kept by the calling thread from one call to the next and
-** grown when too small. Allocated afresh (two blocks, 150 KB for a
-** (256,1024) input), it went back to the kernel and came again on every
-** call (the heap trimmed and grown), and the kernel's page work took about
-** a fifth of that input's one-thread train forward. A thread's space is
-** freed when the thread exits (a key's destructor), so an embedding
-** program that runs BatchNorm on short-lived threads does not leak it. */
-typedef struct bn_space { double *p; size_t n; } bn_space;
-
-static pthread_key_t bn_space_key;
-static pthread_once_t bn_space_once = PTHREAD_ONCE_INIT;
-
-static void bn_space_free(void *v) {
-  bn_space *s = v;
-  free(s->p);
-  free(s);
-}
-
-static void bn_space_init(void) { pthread_key_create(&bn_space_key, bn_space_free); }
-
-static double *bn_space_get(size_t n) {
-  pthread_once(&bn_space_once, bn_space_init);
-  bn_space *s = pthread_getspecific(bn_space_key);
-  if (!s) {
-    if (!(s = calloc(1, sizeof *s))) return NULL;
-    if (pthread_setspecific(bn_space_key, s) != 0) {
-      free(s);
-      return NULL;
-    }
-  }
-  if (s->n < n) {
-    double *p = malloc(sizeof(double) * n);
-    if (!p) return NULL;
-    free(s->p);
-    s->p = p;
-    s->n = n;
-  }
-  return s->p;
-}
-
 /* Run a reduction (over dy when given, masked with a mask); the partials
-** (n: units_b, a and b: units_b * C doubles) are returned in *out, in the
-** calling thread's work space: valid until its next reduction. */
+** (n: units_b, a and b: units_b * C doubles) are returned in *out, from
+** the calling thread's scratch (nn/scratch.h), followed there by the
+** threads' block sums: the caller gives them back with
+** ln_scratch_free(out->n). */
 static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
                            const ln_bn_view *dy, const ln_bn_mask *mask, const double *kvec,
                            bn_part *pt, bn_partials *out) {
@@ -254,13 +214,14 @@ static ln_status bn_reduce(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x
   int64_t np = t.pt.units_b * g->C;
   bool par = bn_parallel(g);
   int nt = par ? omp_get_max_threads() : 1;
-  int64_t scratch = bn_scratch_stride(g->C) * nt;
-  double *space = bn_space_get((size_t)(scratch + 2 * np + t.pt.units_b));
+  int64_t parts = (t.pt.units_b + 2 * np + 7) / 8 * 8;   /* the sums 64-byte aligned */
+  int64_t n = parts + bn_scratch_stride(g->C) * nt;
+  double *space = ln_scratch_alloc(sizeof(double) * (size_t)n);
   if (!space) return bn_nomem();
-  t.scratch = space;
-  t.out.n = space + scratch;
+  t.out.n = space;
   t.out.a = t.out.n + t.pt.units_b;
   t.out.b = t.out.a + np;
+  t.scratch = space + parts;
   bn_run(par, t.pt.units_b * t.pt.units_c, bn_kernels_for(dt)->reduce, &t);
   *pt = t.pt;
   *out = t.out;
@@ -286,8 +247,10 @@ ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,
   bn_part pt;
   bn_partials p;
   ln_status st = bn_reduce(dt, g, x, NULL, NULL, NULL, &pt, &p);
-  if (st == LN_OK) bn_stats_finish(&pt, &p, g->C, mean, var);
-  return st;
+  if (st != LN_OK) return st;
+  bn_stats_finish(&pt, &p, g->C, mean, var);
+  ln_scratch_free(p.n);
+  return LN_OK;
 }
 
 /* The backward's sums from their reduction's partials (the block ranges
@@ -316,7 +279,7 @@ static ln_status bn_grad_sums(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view
   for (int64_t c = 0; c < g->C; c++) k[c] = bn_round(dt, mean[c]);
   ln_status st = bn_reduce(dt, g, x, dy, mask, k, &pt, &p);
   if (st == LN_OK) bn_sums_finish(&pt, &p, g->C, mean, k, sum_dy, sum_dyx);
-  ln_scratch_free(k);
+  ln_scratch_free(k);   /* and the partials after it */
   return st;
 }
 
@@ -477,11 +440,12 @@ static ln_status bn_by_channel_run(const bn_channel_job *j) {
   int nt = par ? omp_get_max_threads() : 1;
   /* each thread's reduce scratch, then its partials (n, a, b), 64 bytes apart */
   int64_t scratch = bn_scratch_stride(1) * nt, per = 3 * pt.units_b + 8;
-  double *space = bn_space_get((size_t)(scratch + per * nt));
+  double *space = ln_scratch_alloc(sizeof(double) * (size_t)(scratch + per * nt));
   if (!space) return bn_nomem();
   #pragma omp parallel for if (par) schedule(static)
   for (int64_t c = 0; c < j->g->C; c++)
     bn_channel(j, kn, &g1, &pt, space, space + scratch + per * omp_get_thread_num(), c);
+  ln_scratch_free(space);
   return LN_OK;
 }
 
