@@ -56,7 +56,7 @@ static size_t bn_stream_bytes = LN_BN_STREAM_BYTES;
 ** (rows_seq): a register block's walk down the rows reads a slice of
 ** each, a stride apart. Against the walk, 2 threads, float32
 ** channels-last: the backward's sums of (16,512,28,28), (32,256,28,28)
-** and (16,256,56,56) 0.62-0.68x the time, the statistics 0.75-0.94x; for
+** and (16,256,56,56) 0.62-0.68x the time, the statistics 0.74-0.94x; for
 ** rows of 512 bytes (C = 128) the sums took 1.03-1.43x, in the caches
 ** (12.8 MB and less) 1.3-2.4x, and with fewer blocks than units, each
 ** unit a range of channels ((1024,4096): 8 blocks), 1.5x: there the
