@@ -466,8 +466,8 @@ static ln_status lay_out(ln_tensor *input, int64_t G, ln_tensor **x, ln_bn_plan 
 static ln_status cpu_forward(const ln_bn_args *a, ln_bn_saved *s, ln_tensor *x, ln_tensor *out,
                              ln_tensor *add, ln_tensor *mask, int64_t M) {
   int64_t C = s->C, G = s->blocks.G;
-  /* w, b, rm, rv, then var (G*C), ca, cb */
-  double *buf = ln_scratch_alloc(sizeof(double) * (size_t)((6 + G) * C + 1));   /* all written */
+  /* w, b, rm, rv, then var (G*C), ca, cb: each written before it is read */
+  double *buf = ln_scratch_alloc(sizeof(double) * (size_t)((6 + G) * C + 1));
   if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm");
   double *w = buf, *b = w + C, *rm = b + C, *rv = rm + C, *var = rv + C;
   double *ca = var + G * C, *cb = ca + C;
