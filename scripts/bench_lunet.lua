@@ -72,11 +72,11 @@ for _, s in ipairs({ { 64, 112 }, { 256, 56 }, { 128, 28 }, { 512, 28 }, { 256, 
       key = ("net-%dx%d%s"):format(s[1], s[2], fmt == "channels_last" and "-cl" or ""),
       label = ("BatchNorm2d (%s) %s"):format(table.concat(shape, ","),
                                             fmt == "channels_last" and "channels-last" or "NCHW"),
-      module = "BatchNorm2d", shape = shape, format = fmt, net = true }
+      module = "BatchNorm2d", shape = shape, format = fmt }
   end
 end
 for _, shape in ipairs({ { 64, 4096 }, { 4096, 64 }, { 32, 256, 100 } }) do
-  NET_CASES[#NET_CASES + 1] = { key = "net-" .. table.concat(shape, "x"), net = true,
+  NET_CASES[#NET_CASES + 1] = { key = "net-" .. table.concat(shape, "x"),
     label = ("BatchNorm1d (%s)"):format(table.concat(shape, ",")), module = "BatchNorm1d",
     shape = shape, format = "contiguous" }
 end
