@@ -328,9 +328,15 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
                                (size_t)(cb ? 4 * cb + BN_PAGE : 0));
   if (!k) return bn_nomem();
   double *d2 = k + C, *b2 = d2 + C;
-  for (int64_t c = 0; c < C; c++)   /* mean and b are only read with BN_X */
-    bn_coef_at(dt, mode, mode & BN_X ? mean[c] : 0, mode & BN_X ? b[c] : 0, d[c], &k[c], &b2[c],
-               &d2[c]);
+  if (mode & BN_X) {   /* bn_coef_at in loops the compiler vectorizes */
+    for (int64_t c = 0; c < C; c++) k[c] = mean[c];
+    if (dt != LN_F64)
+      for (int64_t c = 0; c < C; c++) k[c] = (float)k[c];
+    for (int64_t c = 0; c < C; c++) d2[c] = d[c] - (mean[c] - k[c]) * b[c];
+    memcpy(b2, b, sizeof(double) * (size_t)C);
+  } else {   /* mean and b are not read */
+    for (int64_t c = 0; c < C; c++) bn_coef_at(dt, 0, 0, 0, d[c], &k[c], &b2[c], &d2[c]);
+  }
   bn_task t = { .g = g, .x = op->x, .dy = op->dy, .o = op->o, .add = op->add, .dz = op->dz,
                 .mask = op->mask, .mode = mode,
                 .cf = { .k = k, .a = a, .b = b2, .d = d2 },
@@ -460,8 +466,10 @@ ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_
   ln_status st = ln_bn_cpu_stats(dt, g, x, mean, var);
   double *a = st == LN_OK ? ln_scratch_alloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
   if (st != LN_OK || !a) return st != LN_OK ? st : bn_nomem();
-  for (int64_t c = 0; c < g->C; c++) invstd[c] = 1.0 / sqrt(var[c] + eps);   /* vectorized */
-  for (int64_t c = 0; c < g->C; c++) a[c] = w[c] * invstd[c];
+  for (int64_t c = 0; c < g->C; c++) {   /* vectorized */
+    invstd[c] = 1.0 / sqrt(var[c] + eps);
+    a[c] = w[c] * invstd[c];
+  }
   st = ln_bn_cpu_affine(dt, g, x, y, mean, a, b, true);
   ln_scratch_free(a);
   return st;

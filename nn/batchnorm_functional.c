@@ -93,16 +93,27 @@ void ln_bn_vec_load(const ln_tensor *t, int64_t C, double fill, double *out) {
 }
 
 void ln_bn_vec_store(ln_tensor *t, const double *v) {
+  ln_bn_vec_blend(t, 0, 1, v);
+}
+
+/* With keep 0 and f 1, t[c] = v[c] whatever t held (NaN or Inf too). */
+void ln_bn_vec_blend(ln_tensor *t, double keep, double f, const double *v) {
   int64_t s = vec_stride(t), C = ln_tensor_numel(t);
+  bool set = keep == 0 && f == 1;
   if (s && ln_tensor_dtype(t) == LN_F32) {
     float *p = ln_tensor_data(t);
-    for (int64_t c = 0; c < C; c++) p[c * s] = (float)v[c];
+    if (set) for (int64_t c = 0; c < C; c++) p[c * s] = (float)v[c];
+    else for (int64_t c = 0; c < C; c++) p[c * s] = (float)(keep * p[c * s] + f * v[c]);
   } else if (s && ln_tensor_dtype(t) == LN_F64) {
     double *p = ln_tensor_data(t);
-    for (int64_t c = 0; c < C; c++) p[c * s] = v[c];
+    if (set) for (int64_t c = 0; c < C; c++) p[c * s] = v[c];
+    else for (int64_t c = 0; c < C; c++) p[c * s] = keep * p[c * s] + f * v[c];
   } else {
-    for (int64_t c = 0; c < C; c++)
-      ln_store_double(vec_elem(t, c), ln_tensor_dtype(t), v[c]);
+    ln_dtype dt = ln_tensor_dtype(t);
+    for (int64_t c = 0; c < C; c++) {
+      void *e = vec_elem(t, c);
+      ln_store_double(e, dt, set ? v[c] : keep * ln_load_double(e, dt) + f * v[c]);
+    }
   }
 }
 
@@ -339,26 +350,25 @@ void ln_bn_saved_free(void *p) {
 
 /* Running stats r = (1 - momentum) * r + momentum * batch, the batch's
 ** statistics being the means over the G blocks of their means and of
-** their unbiased variances (M values each). */
+** their unbiased variances (M values each). tmp: C doubles. */
 static void update_running(const ln_bn_args *a, int64_t C, int64_t G, int64_t M,
                            const double *mean, const double *var, double *tmp) {
   /* the factors outside the loops: a division per channel took a tenth
   ** of a (2,1024) train forward */
-  double m = a->momentum, fm = m / (double)G, fv = fm * (double)M / (double)(M - 1);
-  ln_bn_vec_load(a->running_mean, C, 0, tmp);
-  for (int64_t c = 0; c < C; c++) {
-    double sum = 0;
-    for (int64_t g = 0; g < G; g++) sum += mean[g * C + c];
-    tmp[c] = (1 - m) * tmp[c] + fm * sum;
+  double m = a->momentum, fm = m / (double)G;
+  const double *batch[2] = { mean, var };
+  ln_tensor *run[2] = { a->running_mean, a->running_var };
+  double f[2] = { fm, fm * (double)M / (double)(M - 1) };
+  for (int i = 0; i < 2; i++) {
+    const double *v = batch[i];
+    if (G > 1) {   /* the blocks' sum, in block order */
+      memcpy(tmp, v, sizeof(double) * (size_t)C);
+      for (int64_t g = 1; g < G; g++)
+        for (int64_t c = 0; c < C; c++) tmp[c] += v[g * C + c];
+      v = tmp;
+    }
+    ln_bn_vec_blend(run[i], 1 - m, f[i], v);
   }
-  ln_bn_vec_store(a->running_mean, tmp);
-  ln_bn_vec_load(a->running_var, C, 0, tmp);
-  for (int64_t c = 0; c < C; c++) {
-    double sum = 0;
-    for (int64_t g = 0; g < G; g++) sum += var[g * C + c];
-    tmp[c] = (1 - m) * tmp[c] + fv * sum;
-  }
-  ln_bn_vec_store(a->running_var, tmp);
 }
 
 static double clip(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
@@ -374,8 +384,10 @@ static void block_coefs(const ln_bn_args *a, ln_bn_saved *s, int64_t g, const do
   /* loops of few arrays, without renorm's branches, so that the
   ** compiler vectorizes them: a (2,1024) eval forward spent a third of
   ** its time in one scalar loop */
-  for (int64_t c = 0; c < C; c++) invstd[c] = 1.0 / sqrt(var[c] + eps);
-  for (int64_t c = 0; c < C; c++) ca[c] = w[c] * invstd[c];
+  for (int64_t c = 0; c < C; c++) {
+    invstd[c] = 1.0 / sqrt(var[c] + eps);
+    ca[c] = w[c] * invstd[c];
+  }
   memcpy(cb, b, sizeof(double) * (size_t)C);
   if (!s->renorm || !a->training) return;
   for (int64_t c = 0, i = g * C; c < C; c++, i++) {
@@ -466,7 +478,8 @@ static ln_status lay_out(ln_tensor *input, int64_t G, ln_tensor **x, ln_bn_plan 
 static ln_status cpu_forward(const ln_bn_args *a, ln_bn_saved *s, ln_tensor *x, ln_tensor *out,
                              ln_tensor *add, ln_tensor *mask, int64_t M) {
   int64_t C = s->C, G = s->blocks.G;
-  /* w, b, rm, rv, then var (G*C), ca, cb: each written before it is read */
+  /* w, b, rm, rv, then var (G*C), ca, cb: each written before it is read
+  ** (rm and rv only where the blocks read them) */
   double *buf = ln_scratch_alloc(sizeof(double) * (size_t)((6 + G) * C + 1));
   if (!buf) return ln_error(LN_ENOMEM, "out of memory in batch_norm");
   double *w = buf, *b = w + C, *rm = b + C, *rv = rm + C, *var = rv + C;
@@ -474,8 +487,10 @@ static ln_status cpu_forward(const ln_bn_args *a, ln_bn_saved *s, ln_tensor *x, 
   ln_status st = LN_OK;
   ln_bn_vec_load(a->weight, C, 1.0, w);
   ln_bn_vec_load(a->bias, C, 0.0, b);
-  ln_bn_vec_load(a->running_mean, C, 0.0, rm);
-  ln_bn_vec_load(a->running_var, C, 1.0, rv);
+  if (!a->training || s->renorm) {   /* what the blocks read of them */
+    ln_bn_vec_load(a->running_mean, C, 0.0, rm);
+    ln_bn_vec_load(a->running_var, C, 1.0, rv);
+  }
   for (int64_t g = 0; g < G && st == LN_OK; g++)
     st = run_block(a, s, g, x, out, add, mask, buf, var + g * C, ca, cb);
   if (st == LN_OK && a->training && a->update && a->running_mean)

@@ -65,6 +65,8 @@ ln_tensor *ln_bn_laid_out(const ln_bn_plan *plan, const ln_bn_blocks *b, ln_tens
 ** out[c] = fill when t is NULL. */
 void ln_bn_vec_load(const ln_tensor *t, int64_t C, double fill, double *out);
 void ln_bn_vec_store(ln_tensor *t, const double *v);
+/* t[c] = keep * t[c] + f * v[c], computed in double. */
+void ln_bn_vec_blend(ln_tensor *t, double keep, double f, const double *v);
 
 /* What the backward needs besides the saved tensors, in one allocation:
 ** per block and channel the mean and inverse std used (the batch's in

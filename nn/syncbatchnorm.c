@@ -247,16 +247,11 @@ static void merge_rows(const double *rows, int P, int64_t K, double n, double *m
 }
 
 /* r = (1 - momentum) * r + momentum * batch, the variance made unbiased
-** with the global count n (at least 2). tmp: K doubles. */
-static void update_running(ln_tensor *rm, ln_tensor *rv, int64_t K, double momentum,
-                           const double *mean, const double *var, double n, double *tmp) {
-  ln_bn_vec_load(rm, K, 0, tmp);
-  for (int64_t c = 0; c < K; c++) tmp[c] = (1 - momentum) * tmp[c] + momentum * mean[c];
-  ln_bn_vec_store(rm, tmp);
-  ln_bn_vec_load(rv, K, 0, tmp);
-  for (int64_t c = 0; c < K; c++)
-    tmp[c] = (1 - momentum) * tmp[c] + momentum * var[c] * n / (n - 1);
-  ln_bn_vec_store(rv, tmp);
+** with the global count n (at least 2). */
+static void update_running(ln_tensor *rm, ln_tensor *rv, double momentum, const double *mean,
+                           const double *var, double n) {
+  ln_bn_vec_blend(rm, 1 - momentum, momentum, mean);
+  ln_bn_vec_blend(rv, 1 - momentum, momentum * n / (n - 1), var);
 }
 
 static ln_status sbn_backward(ln_node *node, ln_tensor **grad_out, ln_tensor **grad_in);
@@ -438,7 +433,7 @@ static ln_tensor *sync_forward(ln_tensor *input, ln_tensor *const *p, double mom
       goto fail;
   } else {
     merge_rows(ln_tensor_data(rows), (int)ln_tensor_size(rows, 0), K, count, mean, var);
-    if (p[0] && count > 0) update_running(p[0], p[1], K, momentum, mean, var, count, a);
+    if (p[0] && count > 0) update_running(p[0], p[1], momentum, mean, var, count);
     ln_bn_vec_load(p[2], K, 1.0, a);
     ln_bn_vec_load(p[3], K, 0.0, b);
     for (int64_t c = 0; c < K; c++) {

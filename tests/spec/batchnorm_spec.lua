@@ -101,6 +101,24 @@ describe("nn.functional.batch_norm against PyTorch", function()
     assert_close(T1["train.rm_after"], rm, TOL.float32, "running_mean")
   end)
 
+  it("updates running statistics held in strided views, and nothing beside them", function()
+    local x = lunet.randn(8, 6)
+    for _, dt in ipairs({ "float32", "float64", "float16" }) do
+      local rm0, rv0 = lunet.randn(6):to(dt), (lunet.rand(6) + 0.5):to(dt)
+      local rm, rv = rm0:clone(), rv0:clone()
+      nn.functional.batch_norm(x:to(dt), rm, rv, nil, nil, true, 0.3)
+      local columns = lunet.full({ 6, 2 }, 7, { dtype = dt })
+      local srm = columns:select(2, 1)               -- one stride of 2
+      local grid = lunet.full({ 3, 2 }, 7, { dtype = dt }):t()   -- no single stride
+      srm:copy_(rm0)
+      grid:copy_(rv0:view(2, 3))
+      nn.functional.batch_norm(x:to(dt), srm, grid, nil, nil, true, 0.3)
+      assert.are.same(rm:tolist(), srm:tolist(), dt)
+      assert.are.same(rv:tolist(), grid:reshape(6):tolist(), dt)
+      assert.are.same({ 7, 7, 7, 7, 7, 7 }, columns:select(2, 2):tolist(), dt)
+    end
+  end)
+
   it("needs the running statistics in eval mode", function()
     assert.matches("running_mean must be defined in evaluation mode",
                    err(nn.functional.batch_norm, lunet.randn(4, 3)))
