@@ -104,6 +104,11 @@ static const bn_kernels *bn_kernels_for(ln_dtype dt) {
   return ln_bn_kernels_base(dt);
 }
 
+void ln_bn_cpu_invstd(const double *var, double eps, const double *w, double *invstd,
+                      double *a, int64_t C) {
+  bn_kernels_for(LN_F64)->invstd(var, eps, w, invstd, a, C);
+}
+
 /* ---- streaming stores ---- */
 
 size_t ln_bn_cpu_stream_threshold(size_t bytes) {
@@ -466,10 +471,7 @@ ln_status ln_bn_cpu_train_forward(ln_dtype dt, const ln_bn_geom *g, const ln_bn_
   ln_status st = ln_bn_cpu_stats(dt, g, x, mean, var);
   double *a = st == LN_OK ? ln_scratch_alloc(sizeof(double) * (size_t)(g->C + 1)) : NULL;
   if (st != LN_OK || !a) return st != LN_OK ? st : bn_nomem();
-  for (int64_t c = 0; c < g->C; c++) {   /* vectorized */
-    invstd[c] = 1.0 / sqrt(var[c] + eps);
-    a[c] = w[c] * invstd[c];
-  }
+  ln_bn_cpu_invstd(var, eps, w, invstd, a, g->C);
   st = ln_bn_cpu_affine(dt, g, x, y, mean, a, b, true);
   ln_scratch_free(a);
   return st;

@@ -110,6 +110,8 @@ typedef void (*bn_range_fn)(const bn_task *t, int64_t begin, int64_t end);
 typedef struct bn_kernels {
   bn_range_fn reduce, map_plane, map_rows;
   void (*prepare_rows)(const bn_task *t);
+  void (*invstd)(const double *var, double eps, const double *w, double *invstd, double *a,
+                 int64_t C);     /* the same in every dtype's table */
   size_t acc_size;               /* bytes of the compute type */
 } bn_kernels;
 

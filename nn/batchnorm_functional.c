@@ -384,10 +384,7 @@ static void block_coefs(const ln_bn_args *a, ln_bn_saved *s, int64_t g, const do
   /* loops of few arrays, without renorm's branches, so that the
   ** compiler vectorizes them: a (2,1024) eval forward spent a third of
   ** its time in one scalar loop */
-  for (int64_t c = 0; c < C; c++) {
-    invstd[c] = 1.0 / sqrt(var[c] + eps);
-    ca[c] = w[c] * invstd[c];
-  }
+  ln_bn_cpu_invstd(var, eps, w, invstd, ca, C);
   memcpy(cb, b, sizeof(double) * (size_t)C);
   if (!s->renorm || !a->training) return;
   for (int64_t c = 0, i = g * C; c < C; c++, i++) {

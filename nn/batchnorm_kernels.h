@@ -102,6 +102,10 @@ int ln_bn_cpu_max_isa(int isa);
 #define LN_BN_STREAM_BYTES ((size_t)16 << 20)
 size_t ln_bn_cpu_stream_threshold(size_t bytes);
 
+/* invstd[c] = 1 / sqrt(var[c] + eps) and a[c] = w[c] * invstd[c], in
+** double (the same bits whatever the instruction set). */
+void ln_bn_cpu_invstd(const double *var, double eps, const double *w, double *invstd,
+                      double *a, int64_t C);
 /* Per-channel mean and biased variance of x over its outer*inner values
 ** (at least one). */
 ln_status ln_bn_cpu_stats(ln_dtype dt, const ln_bn_geom *g, const ln_bn_view *x,

@@ -392,13 +392,14 @@ static ln_tensor *sync_forward(ln_tensor *input, ln_tensor *const *p, double mom
   if (!g) g = ln_dist_world();
   const ln_bn_device_impl *impl = device_impl(input);
   int64_t len = ROW_HEADER + 2 * K;
-  double *buf = ln_scratch_zeroed(sizeof(double) * (size_t)(5 * K + 1));
+  double *buf = ln_scratch_zeroed(sizeof(double) * (size_t)(6 * K + 1));
   if (!buf || !(row = ln_zeros(&len, 1, LN_F64, impl ? ln_tensor_device(input)
                                                      : LN_DEVICE_CPU))) {
     if (!buf) ln_error(LN_ENOMEM, "out of memory in SyncBatchNorm");
     goto fail;
   }
   double *mean = buf, *var = mean + K, *invstd = var + K, *a = invstd + K, *b = a + K;
+  double *w = b + K;
   double count = 0, channels =
     input && ln_tensor_dim(input) >= 2 ? (double)ln_tensor_size(input, 1) : -1;
   if (impl) {
@@ -434,12 +435,9 @@ static ln_tensor *sync_forward(ln_tensor *input, ln_tensor *const *p, double mom
   } else {
     merge_rows(ln_tensor_data(rows), (int)ln_tensor_size(rows, 0), K, count, mean, var);
     if (p[0] && count > 0) update_running(p[0], p[1], momentum, mean, var, count);
-    ln_bn_vec_load(p[2], K, 1.0, a);
+    ln_bn_vec_load(p[2], K, 1.0, w);
     ln_bn_vec_load(p[3], K, 0.0, b);
-    for (int64_t c = 0; c < K; c++) {
-      invstd[c] = 1.0 / sqrt(var[c] + eps);
-      a[c] *= invstd[c];
-    }
+    ln_bn_cpu_invstd(var, eps, w, invstd, a, K);
     if (x) {
       ln_bn_view xv, ov;
       ln_dtype dt = ln_tensor_dtype(x);
