@@ -207,12 +207,12 @@ static ln_status fill_device(ln_tensor *t, const fill_ctx *c) {
   return st;
 }
 
-/* Limitation as copy_: no history recorded. */
-ln_status ln_fill_(ln_tensor *t, double value) {
+/* Every element of t set to the bytes in c. Limitation as copy_: no
+** history recorded. */
+static ln_status fill_with(ln_tensor *t, const fill_ctx *c0) {
   ln_status st = ln_check_inplace(t);
   if (st != LN_OK) return st;
-  fill_ctx c = { .size = ln_dtype_size(t->dtype) };
-  ln_store_double(c.elem, t->dtype, value);
+  fill_ctx c = *c0;
   ln_device dev = ln_tensor_device(t);
   if (dev.type != LN_CPU) return fill_device(t, &c);
   ln_strided it;
@@ -221,6 +221,19 @@ ln_status ln_fill_(ln_tensor *t, double value) {
   ln_strided_prepare(&it, 0);
   ln_strided_run(&it, fill_loop, &c);
   return LN_OK;
+}
+
+ln_status ln_fill_(ln_tensor *t, double value) {
+  fill_ctx c = { .size = ln_dtype_size(t->dtype) };
+  ln_store_double(c.elem, t->dtype, value);
+  return fill_with(t, &c);
+}
+
+ln_status ln_fill_int_(ln_tensor *t, int64_t value) {
+  if (t->dtype != LN_I64) return ln_fill_(t, (double)value);
+  fill_ctx c = { .size = sizeof value };
+  memcpy(c.elem, &value, sizeof value);
+  return fill_with(t, &c);
 }
 
 ln_status ln_zero_(ln_tensor *t) { return ln_fill_(t, 0.0); }

@@ -50,25 +50,28 @@ typedef struct binary_ctx {
     } \
   } while (0)
 
-#define DEFINE_BINARY(SUF, T, POW) \
+/* U: the type sums and products are taken in, T itself for floats; for
+** int64 its unsigned twin, so that they wrap as PyTorch's do (a signed
+** overflow is undefined in C). */
+#define DEFINE_BINARY(SUF, T, U, POW) \
   static void binary_##SUF(char **d, const int64_t *s, int64_t n, void *ctx) { \
     const binary_ctx *c = ctx; \
     switch (c->op) { \
-    case LN_ADD: BINARY_LOOP(T, T, x + y); break; \
-    case LN_SUB: BINARY_LOOP(T, T, x - y); break; \
-    case LN_MUL: BINARY_LOOP(T, T, x * y); break; \
+    case LN_ADD: BINARY_LOOP(T, T, (U)x + (U)y); break; \
+    case LN_SUB: BINARY_LOOP(T, T, (U)x - (U)y); break; \
+    case LN_MUL: BINARY_LOOP(T, T, (U)x * (U)y); break; \
     case LN_DIV: BINARY_LOOP(T, T, x / y); break; \
     case LN_POW: BINARY_LOOP(T, T, POW(x, y)); break; \
     case LN_MAXIMUM: BINARY_LOOP(T, T, MAXV(x, y)); break; \
     case LN_MINIMUM: BINARY_LOOP(T, T, MINV(x, y)); break; \
-    case OP_AXPY: { const T al = (T)c->alpha; BINARY_LOOP(T, T, x + al * y); break; } \
+    case OP_AXPY: { const U al = (U)(T)c->alpha; BINARY_LOOP(T, T, (U)x + al * (U)y); break; } \
     default: break; \
     } \
   }
 
-DEFINE_BINARY(f32, float, powf)
-DEFINE_BINARY(f64, double, pow)
-DEFINE_BINARY(i64, int64_t, ln_ipow)  /* LN_DIV never runs on int64: it promotes */
+DEFINE_BINARY(f32, float, float, powf)
+DEFINE_BINARY(f64, double, double, pow)
+DEFINE_BINARY(i64, int64_t, uint64_t, ln_ipow)  /* LN_DIV never runs on int64: it promotes */
 
 #define DEFINE_COMPARE(SUF, T) \
   static void compare_##SUF(char **d, const int64_t *s, int64_t n, void *ctx) { \

@@ -64,8 +64,6 @@ ln_memory_format ln_elementwise_format(const int64_t *sizes, int ndim,
                                        ln_tensor *const *ts, int n);
 /* "[2, 3]" into buf, for messages. */
 void ln_shape_str(const int64_t *sizes, int ndim, char *buf, size_t n);
-/* Does t write some memory location twice (a stride-0 dim of size > 1)? */
-ln_status ln_check_no_internal_overlap(const ln_tensor *t);
 /* Do a and b share storage (so an in-place op must copy one first)? */
 bool ln_tensors_share_storage(const ln_tensor *a, const ln_tensor *b);
 

@@ -204,6 +204,7 @@ ln_tensor *ln_from_storage(ln_storage *s, ln_dtype dtype, const int64_t *sizes,
 
 ln_tensor *ln_tensor_alias(ln_tensor *t, const int64_t *sizes,
                            const int64_t *strides, int ndim, int64_t offset) {
+  if (checked_numel(sizes, ndim) < 0) return NULL;   /* expand can ask for too many */
   ln_tensor *v = tensor_struct(t->dtype, sizes, strides, ndim, offset);
   if (!v) return NULL;
   ln_storage_retain(t->storage);

@@ -72,6 +72,9 @@ bool ln_tensor_is_contiguous(const ln_tensor *t, ln_memory_format fmt);
 ** 4D/5D and channels-last contiguous but not plain contiguous. */
 ln_memory_format ln_tensor_suggest_format(const ln_tensor *t);
 bool ln_tensor_same_shape(const ln_tensor *a, const ln_tensor *b);
+/* PyTorch's error for writing into t when some memory location is more
+** than one of its elements (a stride-0 dim of size > 1, as expand makes). */
+ln_status ln_check_no_internal_overlap(const ln_tensor *t);
 
 /* Wrap a possibly negative dim into [0, ndim) or fail with PyTorch's
 ** "Dimension out of range (expected to be in range of [-2, 1], but got 2)".
@@ -104,6 +107,8 @@ ln_tensor *ln_to_device(ln_tensor *t, ln_device dev);   /* t itself if same */
 /* dst[...] = src broadcast to dst's shape, converting dtype and device. */
 ln_status ln_copy_(ln_tensor *dst, ln_tensor *src);
 ln_status ln_fill_(ln_tensor *t, double value);
+/* An integer, exactly into an int64 tensor (a double holds 53 bits). */
+ln_status ln_fill_int_(ln_tensor *t, int64_t value);
 ln_status ln_zero_(ln_tensor *t);
 
 /* ---- autograd fields (see autograd.h for the engine) ---- */

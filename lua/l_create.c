@@ -145,8 +145,11 @@ static int l_tensor(lua_State *L) {
 typedef enum fill_kind { FILL_EMPTY, FILL_ZEROS, FILL_ONES, FILL_VALUE,
                          FILL_RAND, FILL_RANDN } fill_kind;
 
+/* full's value: an integer stays exact in an int64 tensor. */
+typedef struct fill_value { double d; lua_Integer i; bool integer; } fill_value;
+
 /* A new tensor of `sizes` in memory format `fmt`, filled as k says. */
-static ln_tensor *create(fill_kind k, const int64_t *sizes, int nd, double v,
+static ln_tensor *create(fill_kind k, const int64_t *sizes, int nd, fill_value v,
                          ln_dtype dt, ln_device dev, ln_memory_format fmt) {
   ln_tensor *t = ln_empty_format(sizes, nd, dt, dev, fmt);
   ln_status st = LN_OK;
@@ -155,7 +158,7 @@ static ln_tensor *create(fill_kind k, const int64_t *sizes, int nd, double v,
   case FILL_EMPTY: break;
   case FILL_ZEROS: st = ln_fill_(t, 0.0); break;
   case FILL_ONES: st = ln_fill_(t, 1.0); break;
-  case FILL_VALUE: st = ln_fill_(t, v); break;
+  case FILL_VALUE: st = v.integer ? ln_fill_int_(t, v.i) : ln_fill_(t, v.d); break;
   case FILL_RAND: st = ln_uniform_(t, 0.0, 1.0); break;
   case FILL_RANDN: st = ln_normal_(t, 0.0, 1.0); break;
   }
@@ -170,9 +173,11 @@ static ln_dtype value_dtype(lua_State *L, int idx) {
   return lua_isinteger(L, idx) ? LN_I64 : LN_F32;
 }
 
-static double check_value(lua_State *L, int idx) {
-  if (lua_isboolean(L, idx)) return lua_toboolean(L, idx);
-  return luaL_checknumber(L, idx);
+static fill_value check_value(lua_State *L, int idx) {
+  if (lua_isboolean(L, idx)) return (fill_value){ .d = lua_toboolean(L, idx) };
+  fill_value v = { .d = luaL_checknumber(L, idx), .integer = lua_isinteger(L, idx) };
+  if (v.integer) v.i = lua_tointeger(L, idx);
+  return v;
 }
 
 /* f(sizes..., opts) and full(sizes, value, opts). */
@@ -180,7 +185,7 @@ static int create_sized(lua_State *L, fill_kind k) {
   int64_t sizes[LN_MAX_DIMS];
   int next;
   int nd = ln_lua_check_sizes(L, 1, sizes, &next, false);
-  double v = 0;
+  fill_value v = { 0 };
   ln_dtype dt = LN_F32;
   if (k == FILL_VALUE) {
     v = check_value(L, next);
@@ -210,7 +215,7 @@ static int l_randn(lua_State *L) { return create_sized(L, FILL_RANDN); }
 static int create_like(lua_State *L, fill_kind k) {
   ln_tensor *t = ln_lua_check_tensor(L, 1);
   int opts = 2;
-  double v = 0;
+  fill_value v = { 0 };
   if (k == FILL_VALUE) v = check_value(L, opts++);
   ln_lua_check_fields(L, opts, create_fields);
   ln_dtype dt = ln_lua_opt_dtype(L, opts, ln_tensor_dtype(t));

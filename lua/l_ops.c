@@ -103,13 +103,19 @@ static int inplace(lua_State *L, ln_binary_op op) {
   if (scaled) ln_lua_check_fields(L, 3, fields);
   else luaL_argcheck(L, lua_isnone(L, 3), 3, "no more arguments expected");
   double alpha = scaled ? ln_lua_opt_number(L, 3, "alpha", 1) : 1;
+  bool alpha_int = true;   /* an integer alpha keeps int64 operands int64 */
+  if (scaled && lua_istable(L, 3)) {
+    alpha_int = lua_getfield(L, 3, "alpha") == LUA_TNIL || lua_isinteger(L, -1);
+    lua_pop(L, 1);
+  }
   ln_tensor *b;
   if (other == NULL) {   /* a number: scale it here */
+    bool integer = lua_isinteger(L, 2) && alpha_int;
     if (lua_isboolean(L, 2)) b = ln_scalar(lua_toboolean(L, 2), LN_BOOL);
     else if (alpha == 1) b = ln_scalar_like(self, lua_tonumber(L, 2), lua_isinteger(L, 2));
-    else b = ln_scalar_like(self, alpha * lua_tonumber(L, 2), false);
+    else b = ln_scalar_like(self, alpha * lua_tonumber(L, 2), integer);
   } else if (alpha != 1) {
-    ln_tensor *s = ln_scalar_like(other, alpha, false);
+    ln_tensor *s = ln_scalar_like(other, alpha, alpha_int);
     b = s ? ln_mul(other, s) : NULL;
     ln_tensor_release(s);
   } else {

@@ -262,6 +262,7 @@ static ln_status assign(lua_State *L, ln_tensor *dst, int idx) {
   ln_tensor *src = ln_lua_to_tensor(L, idx);
   if (src) return ln_copy_(dst, src);
   if (lua_isboolean(L, idx)) return ln_fill_(dst, lua_toboolean(L, idx));
+  if (lua_isinteger(L, idx)) return ln_fill_int_(dst, lua_tointeger(L, idx));
   return ln_fill_(dst, lua_tonumber(L, idx));
 }
 

@@ -442,6 +442,25 @@ describe("arithmetic", function()
     assert.equal("float32", (lunet.ones(2):half() + lunet.ones(2):bfloat16()).dtype)
   end)
 
+  it("fills int64 tensors with integers exactly, past a double's 53 bits", function()
+    local max, min = math.maxinteger, math.mininteger
+    local t = lunet.zeros(2, {dtype = "int64"})
+    assert.are.same({max, max}, t:fill_(max):tolist())
+    t[2] = max - 5
+    assert.are.same({max, max - 5}, t:tolist())
+    assert.are.same({max - 1}, lunet.full({1}, max - 1):tolist())
+    assert.are.same({min, min}, lunet.full_like(t, min):tolist())
+  end)
+
+  it("wraps int64 sums and products around as PyTorch", function()
+    local max, min = math.maxinteger, math.mininteger
+    local i = lunet.tensor({max, min, 3})
+    assert.are.same({min, min + 1, 4}, (i + 1):tolist())
+    assert.are.same({max - 1, max, 2}, (i - 1):tolist())
+    assert.are.same({-2, 0, 6}, (i * 2):tolist())
+    assert.are.same({max - 2, min, 9}, i:clone():add_(i, {alpha = 2}):tolist())
+  end)
+
   it("has the methods and lunet functions too", function()
     same(a:add(b), (a + b):tolist())
     same(lunet.mul(a, 2), (a * 2):tolist())
