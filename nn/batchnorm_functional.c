@@ -51,18 +51,22 @@ static const char *shape_str(const ln_tensor *t, char *buf, size_t n) {
 
 /* ---- C-length vectors of any shape, read and written in double ---- */
 
-/* The stride that walks t's elements in row-major order, or 0 when no
-** single stride does (then elements are located one by one). */
-static int64_t vec_stride(const ln_tensor *t) {
-  int64_t stride = 0, expect = 0;
+/* Does one stride (into *stride; 0 for an expanded vector) walk t's
+** elements in row-major order? When none does, elements are located one
+** by one. */
+static bool vec_stride(const ln_tensor *t, int64_t *stride) {
+  bool found = false;
+  int64_t expect = 0;
+  *stride = 1;
   for (int d = ln_tensor_dim(t) - 1; d >= 0; d--) {
     int64_t n = ln_tensor_size(t, d), s = ln_tensor_stride(t, d);
     if (n == 1) continue;
-    if (stride && s != expect) return 0;
-    if (!stride) stride = s;
+    if (found && s != expect) return false;
+    if (!found) *stride = s;
+    found = true;
     expect = s * n;
   }
-  return stride ? stride : 1;
+  return true;
 }
 
 static void *vec_elem(const ln_tensor *t, int64_t i) {
@@ -77,13 +81,14 @@ static void *vec_elem(const ln_tensor *t, int64_t i) {
 
 /* out[c] = t[c], or `fill` for every c when t is NULL. */
 void ln_bn_vec_load(const ln_tensor *t, int64_t C, double fill, double *out) {
-  int64_t s = t ? vec_stride(t) : 0;
+  int64_t s;
+  bool one = t && vec_stride(t, &s);
   if (!t) {
     for (int64_t c = 0; c < C; c++) out[c] = fill;
-  } else if (s && ln_tensor_dtype(t) == LN_F32) {
+  } else if (one && ln_tensor_dtype(t) == LN_F32) {
     const float *p = ln_tensor_data(t);
     for (int64_t c = 0; c < C; c++) out[c] = p[c * s];
-  } else if (s && ln_tensor_dtype(t) == LN_F64) {
+  } else if (one && ln_tensor_dtype(t) == LN_F64) {
     const double *p = ln_tensor_data(t);
     for (int64_t c = 0; c < C; c++) out[c] = p[c * s];
   } else {
@@ -98,13 +103,13 @@ void ln_bn_vec_store(ln_tensor *t, const double *v) {
 
 /* With keep 0 and f 1, t[c] = v[c] whatever t held (NaN or Inf too). */
 void ln_bn_vec_blend(ln_tensor *t, double keep, double f, const double *v) {
-  int64_t s = vec_stride(t), C = ln_tensor_numel(t);
-  bool set = keep == 0 && f == 1;
-  if (s && ln_tensor_dtype(t) == LN_F32) {
+  int64_t s, C = ln_tensor_numel(t);
+  bool one = vec_stride(t, &s), set = keep == 0 && f == 1;
+  if (one && ln_tensor_dtype(t) == LN_F32) {
     float *p = ln_tensor_data(t);
     if (set) for (int64_t c = 0; c < C; c++) p[c * s] = (float)v[c];
     else for (int64_t c = 0; c < C; c++) p[c * s] = (float)(keep * p[c * s] + f * v[c]);
-  } else if (s && ln_tensor_dtype(t) == LN_F64) {
+  } else if (one && ln_tensor_dtype(t) == LN_F64) {
     double *p = ln_tensor_data(t);
     if (set) for (int64_t c = 0; c < C; c++) p[c * s] = v[c];
     else for (int64_t c = 0; c < C; c++) p[c * s] = keep * p[c * s] + f * v[c];
@@ -138,11 +143,13 @@ static ln_status check_input(const ln_bn_args *a, ln_tensor *const *params) {
   int nd = ln_tensor_dim(x);
   if (nd < 2) return ln_error(LN_EINVAL, "expected at least 2D input (got %dD input)", nd);
   int64_t N = ln_tensor_size(x, 0), V = a->virtual_batch, per_channel = V ? V : N;
-  for (int d = 2; d < nd; d++) per_channel *= ln_tensor_size(x, d);
   if (V < 0 || (V && N % V))
     return ln_error(LN_EINVAL, "virtual_batch_size %lld does not divide the batch size "
                     "%lld (input size %s)", (long long)V, (long long)N,
                     shape_str(x, buf, sizeof buf));
+  for (int d = 2; d < nd; d++)   /* V may exceed an empty batch: saturate, only 1 matters */
+    if (__builtin_mul_overflow(per_channel, ln_tensor_size(x, d), &per_channel))
+      per_channel = INT64_MAX;
   if (training && per_channel == 1)
     return ln_error(LN_EINVAL, "Expected more than 1 value per channel when training, "
                     "got input size %s%s", shape_str(x, buf, sizeof buf),
@@ -310,11 +317,12 @@ ln_status ln_bn_dvec_for(ln_tensor *t, ln_bn_dvec *v, ln_tensor **held) {
   *held = NULL;
   *v = (ln_bn_dvec){ .data = NULL };
   if (!t) return LN_OK;
-  int64_t s = vec_stride(t);
-  if (s) ln_tensor_retain(t);
+  int64_t s;
+  if (vec_stride(t, &s)) ln_tensor_retain(t);
   else if (!(t = ln_contiguous(t, LN_CONTIGUOUS))) return ln_last_status();
+  else s = 1;
   *held = t;
-  *v = (ln_bn_dvec){ .data = ln_tensor_data(t), .dtype = ln_tensor_dtype(t), .stride = s ? s : 1 };
+  *v = (ln_bn_dvec){ .data = ln_tensor_data(t), .dtype = ln_tensor_dtype(t), .stride = s };
   return LN_OK;
 }
 
@@ -555,6 +563,8 @@ ln_tensor *ln_bn_forward(const ln_bn_args *a) {
     return out;
   }
   if (check_params(input, params, a->training) != LN_OK) return NULL;
+  for (int i = 0; i < 2 && a->training && a->update; i++)   /* written: each value once */
+    if (params[i] && ln_check_no_internal_overlap(params[i]) != LN_OK) return NULL;
   if (a->renorm && a->training && !a->running_mean) {
     ln_error(LN_EINVAL, "batch_renorm: running_mean and running_var must be defined in "
              "training (r and d compare the batch's statistics with them)");

@@ -304,6 +304,14 @@ static ln_status count_step(ln_tensor *nbt, double delta) {
   return st;
 }
 
+/* Take back the count of a step that failed, keeping its message. */
+static ln_status uncount(ln_module *m, ln_status code) {
+  char msg[1024];
+  snprintf(msg, sizeof msg, "%s", ln_last_error());
+  count_step(ln_module_get_tensor(m, "num_batches_tracked"), -1.0);
+  return ln_error(code, "%s", msg);
+}
+
 /* The attribute ema_update: *skip for "skip", false for "internal". */
 static ln_status ema_skip(ln_module *m, bool *skip) {
   const ln_attr *a = ln_module_get_attr(m, "ema_update");
@@ -364,8 +372,13 @@ ln_status ln_bn_prepare(ln_module *m, ln_tensor *x, ln_bn_call *c) {
   if (training && track && nbt && !skip) {
     if ((st = count_step(nbt, 1.0)) != LN_OK) return st;
     c->counted = true;
-    double count;  /* the cumulative average reads the counter (a GPU waits) */
-    if (cumulative && (st = ln_tensor_item(nbt, &count)) != LN_OK) return st;
+    double count = 1;  /* the cumulative average reads the counter (a GPU waits) */
+    if (cumulative && (st = ln_tensor_item(nbt, &count)) == LN_OK && count == 0)
+      st = ln_error(LN_EINVAL, "float division by zero");   /* Python's, in PyTorch */
+    if (st != LN_OK) {
+      c->counted = false;
+      return uncount(m, st);
+    }
     if (cumulative) c->momentum = 1.0 / count;
   }
   c->running_mean = ln_module_get_tensor(m, "running_mean");
@@ -386,14 +399,7 @@ ln_bn_args ln_bn_call_args(const ln_bn_call *c, ln_tensor *x) {
 }
 
 ln_tensor *ln_bn_finish(ln_module *m, const ln_bn_call *c, ln_tensor *out) {
-  if (!out && c->counted) {
-    /* keep the functional form's message while the counter goes back */
-    char msg[1024];
-    ln_status code = ln_last_status();
-    snprintf(msg, sizeof msg, "%s", ln_last_error());
-    count_step(ln_module_get_tensor(m, "num_batches_tracked"), -1.0);
-    ln_error(code, "%s", msg);
-  }
+  if (!out && c->counted) uncount(m, ln_last_status());
   return out;
 }
 

@@ -121,6 +121,8 @@ static ln_status check_args(ln_tensor *x, ln_tensor *const *p, double eps, int64
   if (!p[0] != !p[1])
     return ln_error(LN_EINVAL, "running_mean and running_var must either both be None "
                     "or neither be None");
+  for (int i = 0; i < 2; i++)   /* written: each value once */
+    if (p[i] && (st = ln_check_no_internal_overlap(p[i])) != LN_OK) return st;
   ln_dtype xt = ln_tensor_dtype(x);
   if (!ln_dtype_is_float(xt))
     return ln_error(LN_EINVAL, "\"batch_norm\" not implemented for '%s'", ln_dtype_name(xt));

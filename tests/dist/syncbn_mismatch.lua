@@ -87,6 +87,15 @@ test("a bad input on one rank: its own message there, the others learn it failed
   then_works(m, 2)
 end)
 
+test("running statistics in an expanded tensor fail on every rank, untouched", function()
+  local m = nn.SyncBatchNorm(3)
+  m.running_mean = lunet.zeros(1):expand(3)
+  err("more than one element of the written-to tensor refers to a single memory location",
+      m, lunet.randn(2, 3))
+  eq(m.num_batches_tracked:item(), 0, "counter")
+  eq(m.running_mean:tolist(), { 0, 0, 0 }, "running_mean")
+end)
+
 test("zero channels fail alike, with PyTorch's message", function()
   local m = nn.SyncBatchNorm(0)
   err("SyncBatchNorm number of input channels should be non-zero", m, lunet.randn(2, 0))

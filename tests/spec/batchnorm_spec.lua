@@ -119,6 +119,30 @@ describe("nn.functional.batch_norm against PyTorch", function()
     end
   end)
 
+  it("reads expanded per-channel tensors, and refuses to write running statistics into them",
+     function()
+    local x = lunet.randn(4, 1000)
+    local function expanded(v) return lunet.full({ 1 }, v, { dtype = "float32" }):expand(1000) end
+    local w, b, rm, rv = expanded(2), expanded(0.5), expanded(0.25), expanded(4)
+    local dense = function(t) return t:contiguous() end
+    assert.are.same(nn.functional.batch_norm(x, nil, nil, dense(w), dense(b), true):tolist(),
+                    nn.functional.batch_norm(x, nil, nil, w, b, true):tolist())
+    assert.are.same(nn.functional.batch_norm(x, dense(rm), dense(rv), w, b):tolist(),
+                    nn.functional.batch_norm(x, rm, rv, w, b):tolist())
+    for _, stats in ipairs({ { rm, lunet.ones(1000) }, { lunet.zeros(1000), rv },
+                             { lunet.full({ 1, 1 }, 3, { dtype = "float32" }):expand(500, 2),
+                               lunet.ones(1000) } }) do
+      assert.matches("more than one element of the written%-to tensor refers to a single "
+                     .. "memory location", err(nn.functional.batch_norm, x, stats[1], stats[2],
+                                               nil, nil, true))
+    end
+    assert.are.same({ 0.25 }, rm:contiguous():view(-1):narrow(1, 1, 1):tolist())
+    local bn = nn.BatchNorm1d(1000)
+    bn.running_var = expanded(1)
+    assert.matches("refers to a single memory location", err(bn, x))
+    assert.are.equal(0, bn.num_batches_tracked:item())
+  end)
+
   it("needs the running statistics in eval mode", function()
     assert.matches("running_mean must be defined in evaluation mode",
                    err(nn.functional.batch_norm, lunet.randn(4, 3)))
@@ -549,6 +573,22 @@ describe("BatchNorm semantics", function()
     bn.momentum = 1
     bn(xs[2])
     assert(max_diff(xs[2]:mean(1), bn.running_mean) < 1e-12)
+  end)
+
+  it("takes a failed step's count back; the counter wraps at the int64 maximum", function()
+    local x = lunet.randn(4, 3)
+    local bn = nn.BatchNorm1d(3, { momentum = false })
+    bn.num_batches_tracked = lunet.tensor({ 1, 2, 3 })
+    assert.matches("a Tensor with 3 elements cannot be converted to Scalar", err(bn, x))
+    assert.are.same({ 1, 2, 3 }, bn.num_batches_tracked:tolist())
+    bn.num_batches_tracked = lunet.tensor(-1)
+    assert.matches("float division by zero", err(bn, x))   -- PyTorch's ZeroDivisionError
+    assert.are.equal(-1, bn.num_batches_tracked:item())
+    assert.are.same({ 0, 0, 0 }, bn.running_mean:tolist())
+    local wraps = nn.BatchNorm1d(3)
+    wraps.num_batches_tracked:fill_(math.maxinteger)
+    wraps(x)
+    assert.are.equal(math.mininteger, wraps.num_batches_tracked:item())
   end)
 
   it("uses the running statistics in eval mode", function()
