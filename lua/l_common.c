@@ -254,6 +254,13 @@ ln_device ln_lua_opt_device(lua_State *L, int idx, ln_device dflt) {
   return d;
 }
 
+const char *ln_lua_cstring(lua_State *L, int idx, const char *what) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  if (s && strlen(s) != n) luaL_error(L, "%s cannot contain a NUL byte", what);
+  return s;
+}
+
 void ln_lua_check_fields(lua_State *L, int idx, const char *const *fields) {
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);

@@ -50,6 +50,9 @@ double ln_lua_opt_number(lua_State *L, int idx, const char *field, double dflt);
 /* Check that the options table at idx has only the given fields (a NULL-
 ** terminated list), so that misspelt options do not pass silently. */
 void ln_lua_check_fields(lua_State *L, int idx, const char *const *fields);
+/* The string at idx as C reads it, raising "<what> cannot contain a NUL
+** byte" when it holds one (C would read it cut there, as another name). */
+const char *ln_lua_cstring(lua_State *L, int idx, const char *what);
 
 /* Tell the collector that tensor memory grew (see l_common.c). */
 void ln_lua_gc_hint(lua_State *L);

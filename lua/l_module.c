@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "l_common.h"
 #include "lunet_lua.h"
 #include "nn/state_dict.h"
 
@@ -329,7 +330,7 @@ static void set_attr(lua_State *L, ln_module *m, const char *k, const ln_attr *o
     a.u.d = lua_tonumber(L, idx);
   } else if (t == LUA_TSTRING && (old->kind == LN_ATTR_STRING || old->kind == LN_ATTR_NIL)) {
     a.kind = LN_ATTR_STRING;
-    a.u.s = lua_tostring(L, idx);
+    a.u.s = ln_lua_cstring(L, idx, "attribute values");
   } else {
     luaL_error(L, "attribute '%s' expects %s, got %s", k, attr_kind_names[old->kind],
                luaL_typename(L, idx));
@@ -386,7 +387,12 @@ static int l_index(lua_State *L) {
     lua_pushnil(L);
     return 1;
   }
-  const char *k = lua_tostring(L, 2);
+  size_t n;
+  const char *k = lua_tolstring(L, 2, &n);
+  if (strlen(k) != n) {   /* no field's name holds a NUL byte */
+    lua_pushnil(L);
+    return 1;
+  }
   lua_settop(L, 2);
   lua_getiuservalue(L, 1, 1);   /* 3 */
   int i = ln_module_find_slot(m, k);
@@ -450,8 +456,8 @@ static ln_status is_target(const char *prefix, ln_module *m, void *target) {
   return m == target ? LN_ERUNTIME : LN_OK;
 }
 
-/* Give the parameter or buffer slot i, named k, to a child module (child)
-** or a parameter (t), as PyTorch's __setattr__ does. Names are unique
+/* Give the buffer slot i, named k, to a child module (child) or a
+** parameter (t), as PyTorch's __setattr__ does. Names are unique
 ** across kinds, so the old slot must go first; the failures that do not
 ** depend on it (a module that would contain itself, a non-leaf tensor) are
 ** raised first by the same registration on the intact module, so that they
@@ -463,24 +469,23 @@ static void rekind_slot(lua_State *L, ln_module *m, const char *k, int i, ln_mod
     ln_lua_check_status(L, child ? ln_module_register_module(m, k, child)
                                  : ln_module_register_parameter(m, k, t));
   ln_tensor *old = ln_module_slot_tensor(m, i);
-  ln_slot_kind kind = ln_module_slot_kind(m, i);
   bool persistent = ln_module_slot_persistent(m, i);
   if (old) ln_tensor_retain(old);
   ln_module_remove_slot(m, k);
   ln_status st = child ? ln_module_register_module(m, k, child)
                        : ln_module_register_parameter(m, k, t);
-  if (st != LN_OK) {
-    if (kind == LN_SLOT_PARAM) ln_module_register_parameter(m, k, old);
-    else ln_module_register_buffer(m, k, old, persistent);
-  }
+  if (st != LN_OK) ln_module_register_buffer(m, k, old, persistent);
   ln_tensor_release(old);
   ln_lua_check_status(L, st);
 }
 
-/* Register child under k; a parameter or buffer of that name gives way. */
+/* Register child under k; a buffer of that name gives way, a parameter
+** does not (PyTorch's __setattr__ looks for a parameter first). */
 static void assign_module(lua_State *L, ln_module *m, const char *k, ln_module *child) {
   int i = ln_module_find_slot(m, k);
-  if (i >= 0 && ln_module_slot_kind(m, i) != LN_SLOT_CHILD) rekind_slot(L, m, k, i, child, NULL);
+  ln_slot_kind kind = i >= 0 ? ln_module_slot_kind(m, i) : LN_SLOT_CHILD;
+  if (kind == LN_SLOT_PARAM) assign_error(L, m, i, 3);
+  else if (kind == LN_SLOT_BUFFER) rekind_slot(L, m, k, i, child, NULL);
   else ln_lua_check_status(L, ln_module_register_module(m, k, child));
 }
 
@@ -541,7 +546,7 @@ static int l_newindex(lua_State *L) {
   if (lua_type(L, 2) == LUA_TNUMBER) return newindex_child(L, m);
   if (lua_type(L, 2) != LUA_TSTRING)
     return luaL_error(L, "module fields are named by strings (got %s)", luaL_typename(L, 2));
-  const char *k = lua_tostring(L, 2);
+  const char *k = ln_lua_cstring(L, 2, "module field names");
   lua_settop(L, 3);
   lua_getiuservalue(L, 1, 1);   /* 4 */
   ln_module *child = opt_module(L, 3);
@@ -731,7 +736,7 @@ static int l_new(lua_State *L) {
 /* A slot name: a string, not a number that Lua would convert. */
 static const char *check_name(lua_State *L, int idx) {
   luaL_checktype(L, idx, LUA_TSTRING);
-  return lua_tostring(L, idx);
+  return ln_lua_cstring(L, idx, "module field names");
 }
 
 static int l_register_parameter(lua_State *L) {
@@ -1014,7 +1019,7 @@ static ln_state_dict *check_state_dict(lua_State *L, int idx) {
   while (lua_next(L, idx)) {
     if (lua_type(L, -2) != LUA_TSTRING)
       luaL_error(L, "state_dict keys must be strings, got %s", luaL_typename(L, -2));
-    const char *k = lua_tostring(L, -2);
+    const char *k = ln_lua_cstring(L, -2, "state_dict keys");
     if (strcmp(k, "_metadata") != 0) {
       ln_tensor *t = ln_lua_to_tensor(L, -1);
       if (!t)

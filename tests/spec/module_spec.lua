@@ -371,9 +371,25 @@ describe("errors", function()
     assert.matches("a module cannot be its own descendant",
                    err(function() local s = nn.Sequential(m); m.loop = s end), 1, true)
     assert.matches("module fields are named by strings", err(function() m[true] = 1 end), 1, true)
+    -- C would read a name cut at a NUL byte: another name
+    assert.matches("module field names cannot contain a NUL byte",
+                   err(function() m["weight\0x"] = f32({ 1 }) end), 1, true)
+    assert.matches("module field names cannot contain a NUL byte",
+                   err(function() m:register_buffer("a\0b", f32({ 1 })) end), 1, true)
+    assert.is_nil(m["weight\0x"])
+    local sd = m:state_dict()
+    sd["weight\0x"], sd.weight = sd.weight, nil
+    assert.matches("state_dict keys cannot contain a NUL byte",
+                   err(function() m:load_state_dict(sd) end), 1, true)
+    -- a module never replaces a parameter (PyTorch's __setattr__)
+    assert.matches("cannot assign 'lunet.Module' as parameter 'weight' (lunet.Tensor or nil "
+                   .. "expected)", err(function() m.weight = nn.ReLU() end), 1, true)
     -- a slot changing kind: the errors come before the old slot is removed
+    local o = Affine(3)
+    o:register_buffer("stats", f32({ 1 }))
     assert.matches("a module cannot be its own descendant",
-                   err(function() local s = nn.Sequential(m); m.weight = s end), 1, true)
+                   err(function() local s = nn.Sequential(o); o.stats = s end), 1, true)
+    assert.are.same({ 1 }, o.stats:tolist())
     assert.matches("Cannot assign non-leaf Tensor to parameter 'weight'",
                    err(function() m.weight = m.weight * 2 end), 1, true)
     local released = f32({ 1 })
