@@ -28,7 +28,7 @@
 
 /* ---- messages ---- */
 
-static const char *torch_type_name(ln_dtype t) {
+const char *ln_bn_torch_type_name(ln_dtype t) {
   switch (t) {
   case LN_F32: return "Float";
   case LN_F64: return "Double";
@@ -204,7 +204,7 @@ static ln_status check_params(ln_tensor *x, ln_tensor *const *params, bool train
   ln_dtype xt = ln_tensor_dtype(x);
   if (!ln_dtype_is_float(xt))
     return ln_error(LN_EINVAL, "\"batch_norm\" not implemented for '%s'",
-                    torch_type_name(xt));
+                    ln_bn_torch_type_name(xt));
   /* the first given of weight, bias, running_mean, running_var decides */
   static const int order[4] = { 2, 3, 0, 1 };
   ln_tensor *first = NULL;
@@ -220,7 +220,7 @@ static ln_status check_params(ln_tensor *x, ln_tensor *const *params, bool train
                       "type of Float");
     if (!mixed && pt != xt)
       return ln_error(LN_EINVAL, "expected scalar type %s but found %s",
-                      torch_type_name(xt), torch_type_name(pt));
+                      ln_bn_torch_type_name(xt), ln_bn_torch_type_name(pt));
   }
   return LN_OK;
 }

@@ -61,6 +61,9 @@ bool ln_bn_block_mask(const ln_bn_blocks *b, ln_tensor *dense, int64_t g, uint32
 ln_tensor *ln_bn_laid_out(const ln_bn_plan *plan, const ln_bn_blocks *b, ln_tensor *x,
                           ln_tensor *t);
 
+/* A dtype as PyTorch's messages name it: "Float", "Long", ... */
+const char *ln_bn_torch_type_name(ln_dtype t);
+
 /* C-length vectors of any shape and dtype, read and written in double;
 ** out[c] = fill when t is NULL. */
 void ln_bn_vec_load(const ln_tensor *t, int64_t C, double fill, double *out);

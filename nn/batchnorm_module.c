@@ -331,11 +331,13 @@ static ln_status ema_skip(ln_module *m, bool *skip) {
 ** integer, which modules of any rank (SyncBatchNorm) do not take. */
 static ln_status virtual_batch(ln_module *m, int64_t *v) {
   const ln_attr *a = ln_module_get_attr(m, "virtual_batch_size");
-  double d = !a ? 0 : a->kind == LN_ATTR_INT ? (double)a->u.i
+  double d = !a || a->kind == LN_ATTR_INT ? 0
            : a->kind == LN_ATTR_NUMBER ? a->u.d : a->kind == LN_ATTR_NIL ? 0 : -1;
-  *v = (int64_t)d;
-  if (d == 0) return LN_OK;
-  if (!(d >= 1 && d == floor(d) && d < 9e18)) {
+  /* an integer as it is (math.maxinteger too); a float when whole and in range */
+  bool whole = d >= 1 && d == floor(d) && d < 9e18;
+  *v = a && a->kind == LN_ATTR_INT ? a->u.i : whole ? (int64_t)d : 0;
+  if (*v == 0 && d == 0) return LN_OK;
+  if (*v < 1) {
     char t[64];
     attr_text(a, t, sizeof t);
     return ln_error(LN_EINVAL, "%s: virtual_batch_size must be a positive integer, got %s",

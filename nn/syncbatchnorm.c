@@ -125,7 +125,8 @@ static ln_status check_args(ln_tensor *x, ln_tensor *const *p, double eps, int64
     if (p[i] && (st = ln_check_no_internal_overlap(p[i])) != LN_OK) return st;
   ln_dtype xt = ln_tensor_dtype(x);
   if (!ln_dtype_is_float(xt))
-    return ln_error(LN_EINVAL, "\"batch_norm\" not implemented for '%s'", ln_dtype_name(xt));
+    return ln_error(LN_EINVAL, "\"batch_norm\" not implemented for '%s'",
+                    ln_bn_torch_type_name(xt));
   /* the first given of weight, bias, running_mean, running_var decides
   ** whether float32 parameters go with a float16/bfloat16 input */
   static const int order[4] = { 2, 3, 0, 1 };
@@ -140,8 +141,8 @@ static ln_status check_args(ln_tensor *x, ln_tensor *const *p, double eps, int64
       return ln_error(LN_EINVAL, "mixed dtype (CPU): expect parameter to have scalar "
                       "type of Float");
     if (!mixed && pt != xt)
-      return ln_error(LN_EINVAL, "expected scalar type %s but found %s", ln_dtype_name(xt),
-                      ln_dtype_name(pt));
+      return ln_error(LN_EINVAL, "expected scalar type %s but found %s",
+                      ln_bn_torch_type_name(xt), ln_bn_torch_type_name(pt));
   }
   return LN_OK;
 }

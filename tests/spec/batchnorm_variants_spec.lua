@@ -299,6 +299,9 @@ describe("virtual_batch_size (ghost BN)", function()
     bn.virtual_batch_size = 1.5
     assert.matches("virtual_batch_size must be a positive integer, got 1.5",
                    err(function() return bn(lunet.randn(4, 3, 2, 2)) end))
+    local huge = nn.BatchNorm2d(3, { virtual_batch_size = math.maxinteger })   -- as it is
+    assert.matches("virtual_batch_size " .. math.maxinteger .. " does not divide the batch size 4",
+                   err(function() return huge(lunet.randn(4, 3, 2, 2)) end))
     bn.virtual_batch_size = false
     assert.are.same({ 3, 3, 2, 2 }, bn(lunet.randn(3, 3, 2, 2)):size())
     assert.matches("option 'virtual_batch_size': positive integer or false expected, got 0",

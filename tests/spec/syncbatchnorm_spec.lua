@@ -60,6 +60,12 @@ describe("nn.SyncBatchNorm", function()
     assert.are.equal(0, m.num_batches_tracked:item())   -- failed steps do not count
     assert.matches("process group expected, got string",
                    err(nn.SyncBatchNorm.convert_sync_batchnorm, m, "world"))
+    assert.matches("bad argument #1 to 'convert_sync_batchnorm' %(module expected, got number%)",
+                   err(nn.SyncBatchNorm.convert_sync_batchnorm, 5))
+    assert.matches("bad argument #3 to 'SyncBatchNorm' %(no more arguments expected%)",
+                   err(nn.SyncBatchNorm, 3, {}, 7))
+    assert.matches("SyncBatchNorm.forward expects 1 input, got 2",
+                   err(m, lunet.randn(2, 3), lunet.randn(2, 3)))
   end)
 
   it("is BatchNorm without a process group: any rank from 2D, grads, eval", function()

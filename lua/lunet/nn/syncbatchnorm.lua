@@ -29,7 +29,10 @@ end
 --- nn.SyncBatchNorm(C [, opts]): BatchNorm's options plus process_group
 -- (a group from dist.new_group; absent: the whole world). bn.process_group
 -- may be reassigned; it takes effect at the next forward.
-local function new(cls, num_features, opts)
+local function new(cls, num_features, opts, ...)
+  if select("#", ...) > 0 then
+    error("bad argument #3 to 'SyncBatchNorm' (no more arguments expected)", 2)
+  end
   local rest, group = {}, nil
   if opts ~= nil then
     if type(opts) ~= "table" then
@@ -56,7 +59,10 @@ nn.SyncBatchNorm = SyncBatchNorm
 
 -- The module's process_group field (a Lua attribute, as PyTorch's plain
 -- attribute) is handed to C at each forward, so that assigning it works.
-function SyncBatchNorm:forward(x)
+function SyncBatchNorm:forward(x, ...)
+  if select("#", ...) > 0 then
+    error(("SyncBatchNorm.forward expects 1 input, got %d"):format(select("#", ...) + 1), 2)
+  end
   S.set_group(self, self.process_group)
   return nn.Module.forward(self, x)
 end
@@ -68,6 +74,10 @@ end
 -- BatchNorm given directly gives a new SyncBatchNorm; anything else is
 -- returned itself, converted in place.
 function SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+  if not nn.is_module(module) then
+    error(("bad argument #1 to 'convert_sync_batchnorm' (module expected, got %s)"):format(
+      type(module)), 2)
+  end
   check_group(process_group, 2, "convert_sync_batchnorm", "")
   local out = module
   if B.is_batchnorm(module) or S.is_sync_batchnorm(module) then
