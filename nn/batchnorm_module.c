@@ -475,6 +475,7 @@ static int64_t materialized_channels(ln_module *m) {
 ** the load before anything changes. */
 static ln_status check_lazy_values(ln_module *m, ln_state_dict *sd, const char *prefix) {
   int64_t c = materialized_channels(m);
+  const char *first = NULL;   /* the value that gave c; NULL: the module's own */
   for (int i = 0; i < N_LAZY; i++) {
     char *key = key_of(prefix, lazy_slots[i]);
     if (!key) return ln_error(LN_ENOMEM, "out of memory loading a state dict");
@@ -483,12 +484,17 @@ static ln_status check_lazy_values(ln_module *m, ln_state_dict *sd, const char *
     if (t && ln_tensor_dim(t) != 1)
       st = ln_error(LN_EINVAL, "size mismatch for %s: %s needs a 1-D tensor, got %d dims",
                     key, ln_module_type_name(m), ln_tensor_dim(t));
+    else if (t && c >= 0 && ln_tensor_size(t, 0) != c && first)
+      st = ln_error(LN_EINVAL, "size mismatch for %s: %lld elements, but %s%s has %lld", key,
+                    (long long)ln_tensor_size(t, 0), prefix, first, (long long)c);
     else if (t && c >= 0 && ln_tensor_size(t, 0) != c)
-      st = ln_error(LN_EINVAL, "size mismatch for %s: %lld elements, but the other "
-                    "per-channel values of %s have %lld", key,
-                    (long long)ln_tensor_size(t, 0), ln_module_type_name(m), (long long)c);
-    else if (t)
+      st = ln_error(LN_EINVAL, "size mismatch for %s: %lld elements, but the per-channel "
+                    "values of %s have %lld", key, (long long)ln_tensor_size(t, 0),
+                    ln_module_type_name(m), (long long)c);
+    else if (t && c < 0) {
       c = ln_tensor_size(t, 0);
+      first = lazy_slots[i];
+    }
     free(key);
     if (st != LN_OK) return st;
   }
