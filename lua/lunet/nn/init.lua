@@ -58,6 +58,11 @@ nn.Module = Module
 --- Net = nn.Module:extend("Net" [, {version=n}]) -> Net, nn.Module
 -- A Lua-defined module class; `version` is its state dict version.
 function Module.extend(parent, name, opts)
+  local c_class = type(parent) == "table" and C.classes[rawget(parent, "__name")] == parent
+  if c_class and rawget(parent, "__type") == nil then
+    error(("%s is defined in C and cannot be extended from Lua: hold one in a "
+           .. "nn.Module:extend class instead"):format(parent.__name), 2)
+  end
   if type(parent) ~= "table" or rawget(parent, "__type") == nil then
     error("extend must be called on a class: nn.Module:extend(name)", 2)
   end
