@@ -338,13 +338,12 @@ static ln_status bn_map(ln_dtype dt, const ln_bn_geom *g, unsigned mode,
     if (dt != LN_F64)
       for (int64_t c = 0; c < C; c++) k[c] = (float)k[c];
     for (int64_t c = 0; c < C; c++) d2[c] = d[c] - (mean[c] - k[c]) * b[c];
-    memcpy(b2, b, sizeof(double) * (size_t)C);
   } else {   /* mean and b are not read */
     for (int64_t c = 0; c < C; c++) bn_coef_at(dt, 0, 0, 0, d[c], &k[c], &b2[c], &d2[c]);
   }
   bn_task t = { .g = g, .x = op->x, .dy = op->dy, .o = op->o, .add = op->add, .dz = op->dz,
                 .mask = op->mask, .mode = mode,
-                .cf = { .k = k, .a = a, .b = b2, .d = d2 },
+                .cf = { .k = k, .a = a, .b = mode & BN_X ? b : b2, .d = d2 },
                 .stream = reread && (size_t)(C * rows) * ln_dtype_size(dt) >= bn_stream_bytes };
   bool par = bn_parallel(g);
   if (g->rows) {

@@ -331,12 +331,14 @@ static ln_status ema_skip(ln_module *m, bool *skip) {
 ** integer, which modules of any rank (SyncBatchNorm) do not take. */
 static ln_status virtual_batch(ln_module *m, int64_t *v) {
   const ln_attr *a = ln_module_get_attr(m, "virtual_batch_size");
-  double d = !a || a->kind == LN_ATTR_INT ? 0
-           : a->kind == LN_ATTR_NUMBER ? a->u.d : a->kind == LN_ATTR_NIL ? 0 : -1;
-  /* an integer as it is (math.maxinteger too); a float when whole and in range */
-  bool whole = d >= 1 && d == floor(d) && d < 9e18;
-  *v = a && a->kind == LN_ATTR_INT ? a->u.i : whole ? (int64_t)d : 0;
-  if (*v == 0 && d == 0) return LN_OK;
+  *v = 0;
+  if (!a || a->kind == LN_ATTR_NIL || (a->kind == LN_ATTR_INT && a->u.i == 0) ||
+      (a->kind == LN_ATTR_NUMBER && a->u.d == 0))
+    return LN_OK;
+  if (a->kind == LN_ATTR_INT)   /* as it is: math.maxinteger too */
+    *v = a->u.i;
+  else if (a->kind == LN_ATTR_NUMBER && a->u.d == floor(a->u.d) && a->u.d < 9e18)
+    *v = (int64_t)a->u.d;   /* a whole float in range */
   if (*v < 1) {
     char t[64];
     attr_text(a, t, sizeof t);
