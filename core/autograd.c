@@ -45,11 +45,7 @@ static ln_status failed(void) {
 
 static ln_node *node_alloc(const char *name, ln_backward_fn backward,
                            int n_inputs, int n_outputs) {
-  ln_node *n = calloc(1, sizeof *n);
-  if (n && n_inputs > 0 && !(n->next = calloc((size_t)n_inputs, sizeof *n->next))) {
-    free(n);
-    n = NULL;
-  }
+  ln_node *n = calloc(1, sizeof *n + (size_t)n_inputs * sizeof n->next[0]);
   if (!n) {
     ln_error(LN_ENOMEM, "out of memory creating autograd node %s", name);
     return NULL;
@@ -183,7 +179,6 @@ static void node_destroy(ln_node *n) {
   for (int i = 0; i < n->n_inputs; i++) ln_node_release(n->next[i].node);
   if (n->extra && n->free_extra) n->free_extra(n->extra);
   ln_tensor_release(n->leaf);
-  free(n->next);
   free(n);
 }
 

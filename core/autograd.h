@@ -34,7 +34,6 @@ struct ln_node {
   const char *name;               /* "AddBackward0", as PyTorch names them */
   ln_backward_fn backward;
   int n_inputs;                   /* edges, one per differentiable input */
-  ln_edge *next;                  /* n_inputs edges */
   int n_outputs;
   /* Saved tensors (retained); freed after a backward without retain_graph.
   ** Save outputs through ln_detach so that no cycle forms. */
@@ -47,6 +46,7 @@ struct ln_node {
   void *extra;                    /* freed with free_extra if set */
   void (*free_extra)(void *extra);
   ln_tensor *leaf;                /* accumulate nodes only: the leaf (retained) */
+  ln_edge next[];                 /* n_inputs edges, allocated with the node */
 };
 
 /* ---- grad mode ---- */
