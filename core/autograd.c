@@ -94,7 +94,24 @@ static ln_status accumulate_backward(ln_node *node, ln_tensor **grad_out,
   return LN_OK;
 }
 
-/* Edges: to the input's grad_fn, to a new accumulate node for a leaf that
+/* The accumulate node of leaf t, shared while any graph holds it, so that
+** a leaf used twice gets its gradients summed before one accumulation.
+** New reference. */
+static ln_node *grad_accumulator(ln_tensor *t) {
+  ln_node *acc = t->grad_acc;
+  if (acc) {
+    ln_node_retain(acc);
+    return acc;
+  }
+  if (!(acc = node_alloc("AccumulateGrad", accumulate_backward, 0, 1)))
+    return NULL;
+  ln_tensor_retain(t);
+  acc->leaf = t;
+  t->grad_acc = acc;
+  return acc;
+}
+
+/* Edges: to the input's grad_fn, to the accumulate node of a leaf that
 ** requires grad, NULL otherwise (also for a NULL input). */
 ln_node *ln_node_new(const char *name, ln_backward_fn backward,
                      ln_tensor *const *inputs, int n_inputs, int n_outputs) {
@@ -108,13 +125,11 @@ ln_node *ln_node_new(const char *name, ln_backward_fn backward,
       node->next[i] = (ln_edge){ t->grad_fn, t->output_nr };
       continue;
     }
-    ln_node *acc = node_alloc("AccumulateGrad", accumulate_backward, 0, 1);
+    ln_node *acc = grad_accumulator(t);
     if (!acc) {
       ln_node_release(node);
       return NULL;
     }
-    ln_tensor_retain(t);
-    acc->leaf = t;
     node->next[i] = (ln_edge){ acc, 0 };
   }
   return node;
@@ -178,6 +193,7 @@ static void node_destroy(ln_node *n) {
   for (int i = 0; i < n->n_saved; i++) ln_tensor_release(n->saved[i]);
   for (int i = 0; i < n->n_inputs; i++) ln_node_release(n->next[i].node);
   if (n->extra && n->free_extra) n->free_extra(n->extra);
+  if (n->leaf && n->leaf->grad_acc == n) n->leaf->grad_acc = NULL;
   ln_tensor_release(n->leaf);
   free(n);
 }

@@ -20,6 +20,10 @@ struct ln_tensor {
   ln_tensor *grad;              /* retained, NULL until a backward */
   ln_node *grad_fn;             /* retained, NULL for leaves */
   int output_nr;
+  /* A leaf's accumulate node while some graph holds it (not retained: the
+  ** node retains the leaf and clears this when it dies). Every graph that
+  ** reaches the leaf shares it, as PyTorch's grad_accumulator. */
+  ln_node *grad_acc;
   bool is_parameter;
 };
 

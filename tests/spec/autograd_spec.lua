@@ -79,6 +79,22 @@ describe("backward", function()
     assert.same({2, 2}, x.grad:tolist())
   end)
 
+  it("sums a leaf's gradients before adding them to its .grad", function()
+    -- One accumulate node per leaf, as PyTorch: 1 + (e + e) is 1 + 2^-23 in
+    -- float32, where (1 + e) + e would round back to 1 twice.
+    local w = lunet.tensor({1}, {dtype = "float32", requires_grad = true})
+    ;(w * 1):sum():backward()
+    local e = 2.0 ^ -24
+    ;((w * e):sum() + (w * e):sum()):backward()
+    assert.equal(1 + 2.0 ^ -23, w.grad:item())
+    -- two graphs alive at once share it, and each still backpropagates alone
+    local a, b = (w * 2):sum(), (w * 3):sum()
+    w.grad = nil
+    a:backward()
+    b:backward()
+    assert.equal(5, w.grad:item())
+  end)
+
   it("frees the graph unless retain_graph is given", function()
     local x = lunet.tensor({1, 2}, {dtype = "float64", requires_grad = true})
     local y = (x * x):sum()
