@@ -10,11 +10,20 @@
 
 #define SCRATCH_ALIGN 64
 
+/* A block served outside the arena (it did not fit while others were
+** held) starts with this header; they form a stack, newest first, so that
+** giving back a block also frees the outside ones taken after it. */
+typedef struct outside {
+  struct outside *prev;
+  size_t mark;       /* the arena's top when it was taken */
+} outside;
+
 typedef struct arena {
   char *base;
   size_t cap, top;   /* bytes held in the arena: [0, top) */
   size_t extra;      /* bytes held outside it, taken since it was empty */
   size_t want;       /* the largest total held */
+  outside *out;      /* the outside blocks held, newest first */
 } arena;
 
 static pthread_key_t arena_key;
@@ -40,12 +49,28 @@ static arena *arena_get(void) {
   return a;
 }
 
+static void *outside_alloc(arena *a, size_t n) {
+  outside *o = aligned_alloc(SCRATCH_ALIGN, SCRATCH_ALIGN + n);
+  if (!o) return NULL;
+  o->prev = a->out;
+  o->mark = a->top;
+  a->out = o;
+  a->extra += n;
+  return (char *)o + SCRATCH_ALIGN;
+}
+
+static void outside_pop(arena *a) {
+  outside *o = a->out;
+  a->out = o->prev;
+  free(o);
+}
+
 void *ln_scratch_alloc(size_t n) {
   if (n > SIZE_MAX / 2) return NULL;
   n = (n + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
   if (!n) n = SCRATCH_ALIGN;
   arena *a = arena_get();
-  if (!a) return aligned_alloc(SCRATCH_ALIGN, n);
+  if (!a) return NULL;
   if (a->top + a->extra + n > a->want) a->want = a->top + a->extra + n;
   if (a->top == 0 && a->cap < a->want) {   /* empty: grow to the largest total */
     char *p = aligned_alloc(SCRATCH_ALIGN, a->want);
@@ -55,10 +80,7 @@ void *ln_scratch_alloc(size_t n) {
       a->cap = a->want;
     }
   }
-  if (a->top + n > a->cap) {   /* freed before the arena's blocks, being taken after them */
-    a->extra += n;
-    return aligned_alloc(SCRATCH_ALIGN, n);
-  }
+  if (a->top + n > a->cap) return outside_alloc(a, n);
   void *p = a->base + a->top;
   a->top += n;
   return p;
@@ -72,11 +94,16 @@ void *ln_scratch_zeroed(size_t n) {
 
 void ln_scratch_free(void *p) {
   arena *a = p ? pthread_getspecific(arena_key) : NULL;
-  uintptr_t u = (uintptr_t)p, lo = a ? (uintptr_t)a->base : 0;
-  if (a && a->base && u >= lo && u < lo + a->cap) {
+  if (!a) return;
+  uintptr_t u = (uintptr_t)p, lo = (uintptr_t)a->base;
+  if (a->base && u >= lo && u < lo + a->cap) {
     a->top = u - lo;
-    if (a->top == 0) a->extra = 0;
-  } else {
-    free(p);
+    while (a->out && a->out->mark > a->top) outside_pop(a);
+  } else {   /* an outside block, after the outside ones taken since */
+    outside *mine = (outside *)((char *)p - SCRATCH_ALIGN);
+    a->top = mine->mark;
+    while (a->out != mine) outside_pop(a);
+    outside_pop(a);
   }
+  if (a->top == 0 && !a->out) a->extra = 0;
 }

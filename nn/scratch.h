@@ -12,9 +12,10 @@
 **
 ** Blocks are freed last in, first out: ln_scratch_free(p) gives back p
 ** and every block taken after it. A request that does not fit while
-** others are held comes from malloc; the thread's arena grows to the
-** largest total asked for when it is next empty, and is freed when the
-** thread exits.
+** others are held comes from malloc (and goes back the same way, with
+** the block taken before it); the thread's arena grows to the largest
+** total asked for when it is next empty, and is freed when the thread
+** exits.
 */
 #ifndef LN_NN_SCRATCH_H
 #define LN_NN_SCRATCH_H

@@ -2,8 +2,9 @@
 ** test_scratch.c -- the per-thread scratch memory of nn/ (nn/scratch.h):
 ** blocks aligned and apart, given back last in first out and taken again
 ** from the same place, requests that do not fit served apart while others
-** are held, the arena grown to the largest total once empty, zeroed
-** blocks, and one arena per thread.
+** are held (and given back with the blocks taken before them), the arena
+** grown to the largest total once empty, zeroed blocks, and one arena per
+** thread.
 */
 #include <pthread.h>
 #include <stdbool.h>
@@ -73,6 +74,25 @@ int main(void) {
   big = ln_scratch_alloc(1 << 20);
   CHECK(big == a + 64);
   ln_scratch_free(a);
+
+  /* blocks served outside the arena go back with the block taken before
+  ** them (LeakSanitizer checks that they are freed), and an outside block
+  ** takes the arena's blocks taken after it along */
+  const size_t mb = 1 << 22;
+  char *h = ln_scratch_alloc(64), *o1 = ln_scratch_alloc(mb), *o2 = ln_scratch_alloc(mb);
+  CHECK(o1 != NULL && o2 != NULL && aligned(o1) && aligned(o2));
+  CHECK(o1 != h + 64 && o2 != h + 64);
+  memset(o1, 1, mb);
+  memset(o2, 2, mb);
+  ln_scratch_free(h);
+  h = ln_scratch_alloc(64);   /* the arena has grown to hold all three */
+  o1 = ln_scratch_alloc(mb);
+  CHECK(o1 == h + 64);
+  char *o3 = ln_scratch_alloc(4 * mb), *after = ln_scratch_alloc(64);
+  CHECK(o3 != NULL && after == o1 + mb);
+  ln_scratch_free(o3);   /* gives back `after` too */
+  CHECK(ln_scratch_alloc(64) == after);
+  ln_scratch_free(h);
 
   pthread_t t;
   void *theirs = NULL;
