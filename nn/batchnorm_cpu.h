@@ -7,6 +7,7 @@
 #ifndef LN_BATCHNORM_CPU_H
 #define LN_BATCHNORM_CPU_H
 
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -217,11 +218,12 @@ static inline int64_t bn_block_count(const bn_part *p, const ln_bn_geom *g, int6
 /* Chan's merge of a partial (mean mu, sum of squared deviations m2u, over
 ** nu values) into (mean, m2) over n values: f = nu / (n + nu) and
 ** w = n * nu / (n + nu); `first` when n is 0. Blocks merge into units and
-** units into the result through it. */
+** units into the result through it. A mean that is not finite adds as a
+** sum would (inf and a finite mean make inf, inf and -inf NaN). */
 static inline void bn_merge(bool first, double *mean, double *m2, double mu, double m2u,
                             double f, double w) {
   double delta = mu - *mean;
-  *mean = first ? mu : *mean + delta * f;
+  *mean = first ? mu : isfinite(delta) ? *mean + delta * f : *mean + mu;
   *m2 = first ? m2u : *m2 + m2u + delta * delta * w;
 }
 

@@ -193,6 +193,32 @@ describe("corner cases against PyTorch", function()
     end
   end)
 
+  it("gives a channel with infinities an infinite running mean, as its sum", function()
+    -- PyTorch (CPU): running_mean {inf, -inf, finite}, running_var {nan, nan,
+    -- finite}, the first two channels' outputs NaN. Channel 1 is all inf,
+    -- channel 2 starts each image with -inf (a statistics block's first
+    -- value); planes of 128x128 take several blocks, (4,3) one.
+    for _, shape in ipairs({ { 2, 3, 128, 128 }, { 4, 3 } }) do
+      local x = lunet.randn(table.unpack(shape))
+      x:select(2, 1):fill_(math.huge)
+      for n = 1, 2 do
+        local first = x:select(1, n):select(1, 2)
+        first:reshape(-1):narrow(1, 1, 1):fill_(-math.huge)
+      end
+      local bn = #shape == 4 and nn.BatchNorm2d(3) or nn.BatchNorm1d(3)
+      local y = bn(x)
+      local rm, rv = bn.running_mean:tolist(), bn.running_var:tolist()
+      assert.are.same({ math.huge, -math.huge }, { rm[1], rm[2] })
+      assert.is_true(rv[1] ~= rv[1] and rv[2] ~= rv[2], "the variances are NaN")
+      assert.is_true(math.abs(rm[3]) < 0.1 and math.abs(rv[3] - 1) < 0.2)
+      for ch = 1, 3 do
+        local nan = true
+        for _, v in ipairs(y:select(2, ch):reshape(-1):tolist()) do nan = nan and v ~= v end
+        assert.are.equal(ch < 3, nan, "channel " .. ch .. "'s output")
+      end
+    end
+  end)
+
   it("stays accurate for float32 data far from zero (1e4 + 0.01 * randn)", function()
     local x, y64 = T["accuracy.x"], T["accuracy.y64"]
     local y = nn.BatchNorm2d(2)(x)
