@@ -97,14 +97,10 @@ void ln_bn_vec_load(const ln_tensor *t, int64_t C, double fill, double *out) {
   }
 }
 
-void ln_bn_vec_store(ln_tensor *t, const double *v) {
-  ln_bn_vec_blend(t, 0, 1, v);
-}
-
-/* With keep 0 and f 1, t[c] = v[c] whatever t held (NaN or Inf too). */
-void ln_bn_vec_blend(ln_tensor *t, double keep, double f, const double *v) {
+/* t[c] = v[c] when set, whatever t held; else keep * t[c] + f * v[c]. */
+static void vec_write(ln_tensor *t, bool set, double keep, double f, const double *v) {
   int64_t s, C = ln_tensor_numel(t);
-  bool one = vec_stride(t, &s), set = keep == 0 && f == 1;
+  bool one = vec_stride(t, &s);
   if (one && ln_tensor_dtype(t) == LN_F32) {
     float *p = ln_tensor_data(t);
     if (set) for (int64_t c = 0; c < C; c++) p[c * s] = (float)v[c];
@@ -120,6 +116,14 @@ void ln_bn_vec_blend(ln_tensor *t, double keep, double f, const double *v) {
       ln_store_double(e, dt, set ? v[c] : keep * ln_load_double(e, dt) + f * v[c]);
     }
   }
+}
+
+void ln_bn_vec_store(ln_tensor *t, const double *v) { vec_write(t, true, 0, 1, v); }
+
+/* As PyTorch, a NaN or infinite t[c] stays in the sum even with keep 0
+** (momentum 1, or a cumulative average's first step). */
+void ln_bn_vec_blend(ln_tensor *t, double keep, double f, const double *v) {
+  vec_write(t, false, keep, f, v);
 }
 
 /* ---- argument checks, in PyTorch's order ---- */

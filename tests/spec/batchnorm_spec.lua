@@ -219,6 +219,24 @@ describe("corner cases against PyTorch", function()
     end
   end)
 
+  it("keeps NaN running statistics with momentum 1 and a first cumulative step", function()
+    -- PyTorch computes (1 - m) * r + m * batch: 0 * NaN is NaN for both buffers
+    local x = lunet.tensor({ { 1 }, { 2 } }, { dtype = "float32" })
+    for _, m in ipairs({ 1, false }) do
+      local bn = nn.BatchNorm1d(1, { momentum = m })
+      bn.running_mean:fill_(0 / 0)
+      bn.running_var:fill_(0 / 0)
+      bn(x)
+      local rm, rv = bn.running_mean:item(), bn.running_var:item()
+      assert.is_true(rm ~= rm and rv ~= rv, "momentum " .. tostring(m))
+    end
+    local bn = nn.BatchNorm1d(1, { momentum = 1 })
+    bn.running_mean:fill_(-math.huge)
+    bn(x)
+    assert.is_true(bn.running_mean:item() ~= bn.running_mean:item())
+    assert.are.equal(0.5, bn.running_var:item())   -- a finite one: the batch's alone
+  end)
+
   it("stays accurate for float32 data far from zero (1e4 + 0.01 * randn)", function()
     local x, y64 = T["accuracy.x"], T["accuracy.y64"]
     local y = nn.BatchNorm2d(2)(x)
