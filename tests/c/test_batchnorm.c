@@ -507,6 +507,10 @@ static void test_errors(void) {
                "batch_norm eps must be positive during training, but got 0.0");
   expect_error(x, v4, v4, NULL, NULL, false, -1e-5,
                "batch_norm eps must be non-negative, but got -1e-05");
+  /* a departure: PyTorch lets NaN through (docs/BATCHNORM.md) */
+  expect_error(x, NULL, NULL, NULL, NULL, true, NAN,
+               "batch_norm eps must be positive during training, but got nan");
+  expect_error(x, v4, v4, NULL, NULL, false, NAN, "batch_norm eps must be non-negative, but got nan");
   expect_error(x, v3, v4, NULL, NULL, true, EPS, "running_mean should contain 4 elements not 3");
   expect_error(x, v4, v3, NULL, NULL, false, EPS, "running_var should contain 4 elements not 3");
   expect_error(x, v4, v4, v3, NULL, true, EPS, "weight should contain 4 elements not 3");
