@@ -191,9 +191,37 @@ static ln_status check_addend(const ln_tensor *x, const ln_tensor *add) {
   return LN_OK;
 }
 
+/* PyTorch's dtype checks: a floating input; weight, bias and running
+** stats (p: running_mean, running_var, weight, bias; each may be NULL) of
+** its dtype, or, when the first given of weight, bias, running_mean,
+** running_var differs from it (mixed), all float32 with a float16 or
+** bfloat16 input -- the parameters checked before the input. */
+ln_status ln_bn_check_dtypes(ln_tensor *x, ln_tensor *const *p) {
+  ln_dtype xt = ln_tensor_dtype(x);
+  if (!ln_dtype_is_float(xt))
+    return ln_error(LN_EINVAL, "\"batch_norm\" not implemented for '%s'",
+                    ln_bn_torch_type_name(xt));
+  static const int order[4] = { 2, 3, 0, 1 };
+  ln_tensor *first = NULL;
+  for (int k = 0; k < 4 && !first; k++) first = p[order[k]];
+  bool mixed = first && ln_tensor_dtype(first) != xt;
+  for (int i = 0; i < 4; i++) {
+    if (!p[i]) continue;
+    ln_dtype pt = ln_tensor_dtype(p[i]);
+    if (mixed && pt != LN_F32)
+      return ln_error(LN_EINVAL, "mixed dtype (CPU): expect parameter to have scalar "
+                      "type of Float");
+    if (!mixed && pt != xt)
+      return ln_error(LN_EINVAL, "expected scalar type %s but found %s",
+                      ln_bn_torch_type_name(xt), ln_bn_torch_type_name(pt));
+  }
+  if (mixed && xt != LN_F16 && xt != LN_BF16)
+    return ln_error(LN_EINVAL, "mixed dtype (CPU): all inputs must share same datatype.");
+  return LN_OK;
+}
+
 /* params: running_mean, running_var, weight, bias. Sizes, running stats,
-** then dtypes: weight/bias/running stats share the input's dtype, or are
-** all float32 with a float16/bfloat16 input. */
+** then dtypes (ln_bn_check_dtypes). */
 static ln_status check_params(ln_tensor *x, ln_tensor *const *params, bool training) {
   static const char *const names[4] = { "running_mean", "running_var", "weight", "bias" };
   int64_t C = ln_tensor_size(x, 1);
@@ -205,30 +233,8 @@ static ln_status check_params(ln_tensor *x, ln_tensor *const *params, bool train
   if (!params[0] != !params[1])
     return ln_error(LN_EINVAL, "running_mean and running_var must either both be None "
                     "or neither be None");
-  ln_dtype xt = ln_tensor_dtype(x);
-  if (!ln_dtype_is_float(xt))
-    return ln_error(LN_EINVAL, "\"batch_norm\" not implemented for '%s'",
-                    ln_bn_torch_type_name(xt));
-  /* the first given of weight, bias, running_mean, running_var decides */
-  static const int order[4] = { 2, 3, 0, 1 };
-  ln_tensor *first = NULL;
-  for (int k = 0; k < 4 && !first; k++) first = params[order[k]];
-  bool mixed = first && ln_tensor_dtype(first) != xt;
-  if (mixed && xt != LN_F16 && xt != LN_BF16)
-    return ln_error(LN_EINVAL, "mixed dtype (CPU): all inputs must share same datatype.");
-  for (int i = 0; i < 4; i++) {
-    if (!params[i]) continue;
-    ln_dtype pt = ln_tensor_dtype(params[i]);
-    if (mixed && pt != LN_F32)
-      return ln_error(LN_EINVAL, "mixed dtype (CPU): expect parameter to have scalar "
-                      "type of Float");
-    if (!mixed && pt != xt)
-      return ln_error(LN_EINVAL, "expected scalar type %s but found %s",
-                      ln_bn_torch_type_name(xt), ln_bn_torch_type_name(pt));
-  }
-  return LN_OK;
+  return ln_bn_check_dtypes(x, params);
 }
-
 
 /* ---- device implementations (batchnorm_device.h) ---- */
 

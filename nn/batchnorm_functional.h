@@ -63,6 +63,9 @@ ln_tensor *ln_bn_laid_out(const ln_bn_plan *plan, const ln_bn_blocks *b, ln_tens
 
 /* A dtype as PyTorch's messages name it: "Float", "Long", ... */
 const char *ln_bn_torch_type_name(ln_dtype t);
+/* PyTorch's dtype checks of an input and p: running_mean, running_var,
+** weight, bias (each may be NULL), with its messages. */
+ln_status ln_bn_check_dtypes(ln_tensor *x, ln_tensor *const *p);
 
 /* C-length vectors of any shape and dtype, read and written in double;
 ** out[c] = fill when t is NULL. */

@@ -123,28 +123,7 @@ static ln_status check_args(ln_tensor *x, ln_tensor *const *p, double eps, int64
                     "or neither be None");
   for (int i = 0; i < 2; i++)   /* written: each value once */
     if (p[i] && (st = ln_check_no_internal_overlap(p[i])) != LN_OK) return st;
-  ln_dtype xt = ln_tensor_dtype(x);
-  if (!ln_dtype_is_float(xt))
-    return ln_error(LN_EINVAL, "\"batch_norm\" not implemented for '%s'",
-                    ln_bn_torch_type_name(xt));
-  /* the first given of weight, bias, running_mean, running_var decides
-  ** whether float32 parameters go with a float16/bfloat16 input */
-  static const int order[4] = { 2, 3, 0, 1 };
-  ln_tensor *first = NULL;
-  for (int k = 0; k < 4 && !first; k++) first = p[order[k]];
-  bool mixed = first && ln_tensor_dtype(first) != xt;
-  if (mixed && xt != LN_F16 && xt != LN_BF16)
-    return ln_error(LN_EINVAL, "mixed dtype (CPU): all inputs must share same datatype.");
-  for (int i = 0; i < 4; i++) {
-    ln_dtype pt = p[i] ? ln_tensor_dtype(p[i]) : xt;
-    if (mixed && p[i] && pt != LN_F32)
-      return ln_error(LN_EINVAL, "mixed dtype (CPU): expect parameter to have scalar "
-                      "type of Float");
-    if (!mixed && pt != xt)
-      return ln_error(LN_EINVAL, "expected scalar type %s but found %s",
-                      ln_bn_torch_type_name(xt), ln_bn_torch_type_name(pt));
-  }
-  return LN_OK;
+  return ln_bn_check_dtypes(x, p);
 }
 
 /* ---- forward ---- */

@@ -494,7 +494,7 @@ static void test_errors(void) {
   ln_tensor *x1 = ln_zeros(s1, 1, LN_F32, CPU), *x14 = ln_zeros(s14, 2, LN_F32, CPU);
   ln_tensor *x1411 = ln_zeros(s1411, 4, LN_F32, CPU), *x = ln_zeros(s243, 3, LN_F32, CPU);
   ln_tensor *xl = ln_zeros(s243, 3, LN_I64, CPU), *xh = ln_zeros(s243, 3, LN_F16, CPU);
-  ln_tensor *xb = ln_zeros(s243, 3, LN_BF16, CPU);
+  ln_tensor *xb = ln_zeros(s243, 3, LN_BF16, CPU), *xd = ln_zeros(s243, 3, LN_F64, CPU);
   ln_tensor *v4 = vec(4, LN_F32, 1, 2), *v3 = vec(3, LN_F32, 1, 2), *d4 = vec(4, LN_F64, 1, 2);
   ln_tensor *h4 = vec(4, LN_F16, 1, 2);
   expect_error(x1, v4, v4, NULL, NULL, false, EPS, "expected at least 2D input (got 1D input)");
@@ -525,9 +525,12 @@ static void test_errors(void) {
                "running_mean and running_var must either both be None or neither be None");
   expect_error(xl, NULL, NULL, NULL, NULL, true, EPS,
                "\"batch_norm\" not implemented for 'Long'");
+  /* mixed: PyTorch checks the parameters first, then the input */
   expect_error(x, d4, d4, NULL, NULL, false, EPS,
-               "mixed dtype (CPU): all inputs must share same datatype.");
+               "mixed dtype (CPU): expect parameter to have scalar type of Float");
   expect_error(x, v4, v4, d4, NULL, false, EPS,
+               "mixed dtype (CPU): expect parameter to have scalar type of Float");
+  expect_error(xd, v4, v4, NULL, NULL, false, EPS,
                "mixed dtype (CPU): all inputs must share same datatype.");
   expect_error(xh, d4, d4, NULL, NULL, false, EPS,
                "mixed dtype (CPU): expect parameter to have scalar type of Float");
@@ -545,7 +548,7 @@ static void test_errors(void) {
   ln_tensor *ok = ln_batch_norm(xh, v4, v4, v4, v4, true, MOMENTUM, EPS);
   CHECK(ok != NULL);
   ln_tensor_release(ok);
-  ln_tensor *ts[] = { x1, x14, x1411, x, xl, xh, xb, v4, v3, d4, h4 };
+  ln_tensor *ts[] = { x1, x14, x1411, x, xl, xh, xb, xd, v4, v3, d4, h4 };
   for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) ln_tensor_release(ts[i]);
   CHECK(ln_tensor_live_count() == live);
 }
