@@ -1009,32 +1009,57 @@ static void read_metadata(lua_State *L, int idx, ln_state_dict *sd) {
   }
 }
 
+/* Add the entry at -2 (key) and -1 (value) of a state dict table to l,
+** unless the key is in the set at `seen`; mark it there. */
+static void add_entry(lua_State *L, list *l, int seen) {
+  if (lua_type(L, -2) != LUA_TSTRING)
+    luaL_error(L, "state_dict keys must be strings, got %s", luaL_typename(L, -2));
+  const char *k = ln_lua_cstring(L, -2, "state_dict keys");
+  lua_pushvalue(L, -2);
+  bool taken = lua_rawget(L, seen) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (taken || strcmp(k, "_metadata") == 0) return;
+  ln_tensor *t = ln_lua_to_tensor(L, -1);
+  if (!t)
+    luaL_error(L, "state_dict value for key '%s' must be a tensor, got %s", k,
+               luaL_typename(L, -1));
+  ln_lua_check_status(L, list_add(l, k, t, NULL));
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, seen);
+}
+
 /* Build a C state dict (left in a box on the stack) from the table at idx:
-** string keys to tensors, in sorted key order, and _metadata. */
+** string keys to tensors and _metadata. The keys come in the order of the
+** table's __keys (m:state_dict()'s: unexpected keys are then listed in the
+** module's order, as PyTorch), the others after them, sorted. */
 static ln_state_dict *check_state_dict(lua_State *L, int idx) {
   luaL_checktype(L, idx, LUA_TTABLE);
   box *b = box_new(L, free_state_dict);
   list *l = list_new(L);
+  lua_newtable(L);
+  int seen = lua_gettop(L), n_ordered = 0;
+  int keys = luaL_getmetafield(L, idx, "__keys");
+  for (lua_Integer i = 1; keys == LUA_TTABLE && lua_geti(L, -1, i) == LUA_TSTRING; i++) {
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, idx) != LUA_TNIL) add_entry(L, l, seen);
+    lua_pop(L, 2);
+  }
+  if (keys == LUA_TTABLE) lua_pop(L, 1);   /* the value that ended the walk */
+  if (keys != LUA_TNIL) lua_pop(L, 1);
+  n_ordered = l->n;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (lua_type(L, -2) != LUA_TSTRING)
-      luaL_error(L, "state_dict keys must be strings, got %s", luaL_typename(L, -2));
-    const char *k = ln_lua_cstring(L, -2, "state_dict keys");
-    if (strcmp(k, "_metadata") != 0) {
-      ln_tensor *t = ln_lua_to_tensor(L, -1);
-      if (!t)
-        luaL_error(L, "state_dict value for key '%s' must be a tensor, got %s", k,
-                   luaL_typename(L, -1));
-      ln_lua_check_status(L, list_add(l, k, t, NULL));
-    }
+    add_entry(L, l, seen);
     lua_pop(L, 1);
   }
-  if (l->n) qsort(l->v, (size_t)l->n, sizeof *l->v, cmp_items);
+  if (l->n > n_ordered)
+    qsort(l->v + n_ordered, (size_t)(l->n - n_ordered), sizeof *l->v, cmp_items);
   ln_state_dict *sd = b->p = ln_state_dict_new();
   if (!sd) luaL_error(L, "not enough memory");
   for (int i = 0; i < l->n; i++)
     ln_lua_check_status(L, ln_state_dict_set(sd, l->v[i].name, l->v[i].t));
-  lua_pop(L, 1);   /* the list */
+  lua_pop(L, 2);   /* the set and the list */
   lua_getfield(L, idx, "_metadata");
   read_metadata(L, lua_gettop(L), sd);
   lua_pop(L, 1);

@@ -341,6 +341,15 @@ describe("BatchNorm state dicts", function()
     plain.bn = nn.BatchNorm2d(3, { track_running_stats = false })
     local r = plain:load_state_dict(sd, { strict = false })
     assert.are.same({ "bn.running_mean", "bn.running_var" }, r.unexpected_keys)
+    -- keys are listed in the state dict's order (a module's), as PyTorch;
+    -- keys added to it by hand come after them, sorted
+    sd = nn.BatchNorm1d(2):state_dict()
+    sd.zeta, sd.alpha = lunet.ones(1), lunet.ones(1)
+    local msg = err(function()
+      nn.BatchNorm1d(2, { track_running_stats = false }):load_state_dict(sd)
+    end)
+    assert.matches('Unexpected key%(s%) in state_dict: "running_mean", "running_var", '
+                   .. '"num_batches_tracked", "alpha", "zeta"%.', msg)
   end)
 
   it("report a version-2 state dict without num_batches_tracked", function()
