@@ -759,6 +759,24 @@ describe("BatchNorm memory formats", function()
     assert(max_diff(ref, y) < 1e-5)
   end)
 
+  it("keeps other dense layouts (a departure), and makes gapped ones contiguous", function()
+    -- PyTorch returns these three contiguous (docs/BATCHNORM.md)
+    local cases = {
+      { nn.BatchNorm1d(5), lunet.randn(5, 4):t(), { 1, 4 } },
+      { nn.BatchNorm1d(3), lunet.randn(2, 7, 3):permute(1, 3, 2), { 21, 1, 3 } },
+      { nn.BatchNorm2d(3), lunet.randn(2, 3, 5, 4):transpose(3, 4), { 60, 20, 1, 4 } },
+      { nn.BatchNorm2d(3), lunet.randn(2, 3, 5, 8):narrow(4, 1, 4), { 60, 20, 4, 1 } },
+      { nn.BatchNorm2d(3), lunet.randn(2, 3, 1, 4):expand(2, 3, 5, 4), { 60, 20, 4, 1 } },
+    }
+    for i, c in ipairs(cases) do
+      local bn, x, strides = c[1], c[2], c[3]
+      local y = bn(x)
+      assert.are.same(strides, y:stride(), "case " .. i)
+      local ref = bn(x:contiguous())
+      assert(max_diff(ref, y) < 1e-5, "case " .. i)
+    end
+  end)
+
   it("allocates only the output and per-channel statistics (no copy of the input)", function()
     local x = lunet.randn(8, 16, 16, 16):contiguous("channels_last")
     local out_bytes = x:numel() * 4
