@@ -154,9 +154,9 @@ static int collect_metadata(lua_State *L, int opts, int anchor, ln_kv *kv, int m
     if (n == max) luaL_argerror(L, opts, "too many metadata entries");
     luaL_tolstring(L, -1, NULL);           /* numbers become strings */
     lua_rawseti(L, anchor, (lua_Integer)lua_rawlen(L, anchor) + 1);
-    kv[n].key = (char *)lua_tostring(L, -2);
+    kv[n].key = (char *)ln_lua_cstring(L, -2, "metadata keys");
     lua_rawgeti(L, anchor, (lua_Integer)lua_rawlen(L, anchor));
-    kv[n].value = (char *)lua_tostring(L, -1);
+    kv[n].value = (char *)ln_lua_cstring(L, -1, "metadata values");
     lua_pop(L, 2);
     n++;
   }
@@ -169,7 +169,8 @@ static int collect_metadata(lua_State *L, int opts, int anchor, ln_kv *kv, int m
 /* lunet.save(path, tbl, {metadata={...}}) -> true, or nil, message. */
 static int l_save(lua_State *L) {
   static const char *const fields[] = { "metadata", NULL };
-  const char *path = luaL_checkstring(L, 1);
+  luaL_checkstring(L, 1);
+  const char *path = ln_lua_cstring(L, 1, "paths");
   luaL_checktype(L, 2, LUA_TTABLE);
   ln_lua_check_fields(L, 3, fields);
   lua_settop(L, 3);
@@ -201,7 +202,8 @@ static int l_save(lua_State *L) {
     if (luaL_testudata(L, -1, LN_TENSOR_MT) == NULL)
       luaL_argerror(L, 2, lua_pushfstring(L, "tensor expected at key '%s', got %s",
                                           lua_tostring(L, -2), luaL_typename(L, -1)));
-    v[n].name = lua_tolstring(L, -2, &v[n].len);
+    v[n].name = ln_lua_cstring(L, -2, "tensor names");   /* C would cut them there */
+    v[n].len = lua_rawlen(L, -2);
     v[n].value = ln_lua_check_tensor(L, -1);
     n++;
     lua_pop(L, 1);
@@ -243,7 +245,8 @@ static int file_gc(lua_State *L) {
 
 /* lunet.load(path) -> tensors, metadata, or nil, message. */
 static int l_load(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  luaL_checkstring(L, 1);
+  const char *path = ln_lua_cstring(L, 1, "paths");
   lua_settop(L, 1);
   ln_tensor_file *f = lua_newuserdatauv(L, sizeof *f, 0);     /* 2 */
   memset(f, 0, sizeof *f);

@@ -128,6 +128,22 @@ describe("lunet.save and lunet.load", function()
       err(lunet.save, nil, {}))
   end)
 
+  it("refuses NUL bytes in names, metadata and paths (C would cut them there)", function()
+    assert.matches("tensor names cannot contain a NUL byte",
+      err(lunet.save, path, {["abc\0def"] = lunet.ones(2)}))
+    assert.matches("tensor names cannot contain a NUL byte",
+      err(lunet.save, path, {["w\0a"] = lunet.ones(2), ["w\0b"] = lunet.zeros(3)}))
+    assert.matches("metadata keys cannot contain a NUL byte",
+      err(lunet.save, path, {}, {metadata = {["k\0x"] = "v"}}))
+    assert.matches("metadata values cannot contain a NUL byte",
+      err(lunet.save, path, {}, {metadata = {k = "v\0y"}}))
+    assert.matches("paths cannot contain a NUL byte",
+      err(lunet.save, path .. "\0.bak", {w = lunet.ones(1)}))
+    assert.is_nil(io.open(path))          -- nothing was written
+    assert.is_true(lunet.save(path, {w = lunet.ones(1)}))
+    assert.matches("paths cannot contain a NUL byte", err(lunet.load, path .. "\0.bak"))
+  end)
+
   it("returns nil and a message when the file cannot be written or read", function()
     local ok, msg = lunet.save("/nonexistent-dir/x.safetensors", {w = lunet.ones(1)})
     assert.is_nil(ok)
