@@ -9,10 +9,15 @@
 ** of that image; everything in the header is checked before any tensor
 ** is made. Saving writes a temporary file next to the target, syncs it and
 ** renames it over the target, so a failed save leaves the old file alone.
+** The target is the file at the end of path's symbolic links (the links
+** stay); an existing target must be a regular file the caller may write,
+** and its replacement keeps its permission bits (and, where the caller may
+** set them, its owner and group).
 ** The host is assumed little-endian, like the format.
 */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -432,12 +437,86 @@ static ln_status write_file(FILE *f, const char *path, const char *header, size_
   return ok ? LN_OK : ln_error(LN_EIO, "cannot write '%s': %s", path, strerror(errno));
 }
 
+#define MAX_LINKS 40   /* as Linux's path resolution, then ELOOP */
+
+/* The file a save to `path` replaces, malloc'd in *target: path itself, or
+** where its chain of symbolic links ends (which need not exist yet). A
+** relative link is read from the directory of the link. */
+static ln_status resolve_links(const char *path, char **target) {
+  char *cur = strdup(path);
+  if (!cur) return ln_error(LN_ENOMEM, "out of memory");
+  for (int hops = 0;; hops++) {
+    struct stat sb;
+    if (lstat(cur, &sb) != 0 || !S_ISLNK(sb.st_mode)) break;   /* the open reports errors */
+    if (hops == MAX_LINKS) {
+      free(cur);
+      return ln_error(LN_EIO, "cannot write '%s': %s", path, strerror(ELOOP));
+    }
+    size_t cap = (size_t)sb.st_size + 1 > 4096 ? (size_t)sb.st_size + 1 : 4096;
+    const char *slash = strrchr(cur, '/');
+    size_t dir = slash ? (size_t)(slash - cur) + 1 : 0;        /* "dir/" kept */
+    char *next = malloc(dir + cap);
+    if (!next) { free(cur); return ln_error(LN_ENOMEM, "out of memory"); }
+    ssize_t len = readlink(cur, next + dir, cap);
+    if (len < 0 || (size_t)len >= cap) {
+      int e = len < 0 ? errno : ENAMETOOLONG;
+      free(cur);
+      free(next);
+      return ln_error(LN_EIO, "cannot write '%s': %s", path, strerror(e));
+    }
+    next[dir + (size_t)len] = '\0';
+    if (next[dir] == '/') memmove(next, next + dir, (size_t)len + 1);   /* absolute */
+    else memcpy(next, cur, dir);
+    free(cur);
+    cur = next;
+  }
+  *target = cur;
+  return LN_OK;
+}
+
+/* Check that an existing target may be replaced; *old is its stat, or
+** st_nlink 0 when there is none. */
+static ln_status check_target(const char *path, const char *target, struct stat *old) {
+  if (stat(target, old) != 0) {
+    memset(old, 0, sizeof *old);
+    return LN_OK;                              /* a new file (or the open says why not) */
+  }
+  if (S_ISDIR(old->st_mode))
+    return ln_error(LN_EIO, "cannot write '%s': %s", path, strerror(EISDIR));
+  if (!S_ISREG(old->st_mode))                 /* a rename would replace a FIFO or device */
+    return ln_error(LN_EIO, "cannot write '%s': not a regular file", path);
+  if (faccessat(AT_FDCWD, target, W_OK, AT_EACCESS) != 0)   /* as open would refuse it */
+    return ln_error(LN_EIO, "cannot write '%s': %s", path, strerror(errno));
+  return LN_OK;
+}
+
+/* Give the new file f the old one's permission bits, and its owner and
+** group where the caller may (root may; others keep the file as their own,
+** in the old group when they belong to it). */
+static ln_status keep_mode(FILE *f, const char *path, const struct stat *old) {
+  if (old->st_nlink == 0) return LN_OK;
+  int fd = fileno(f);
+  if ((old->st_uid != geteuid() || old->st_gid != getegid()) &&
+      fchown(fd, old->st_uid, old->st_gid) != 0)
+    (void)!fchown(fd, (uid_t)-1, old->st_gid);   /* best effort */
+  if (fchmod(fd, old->st_mode & 0777) != 0)
+    return ln_error(LN_EIO, "cannot write '%s': %s", path, strerror(errno));
+  return LN_OK;
+}
+
 ln_status ln_safetensors_save(const char *path, const ln_named_tensor *tensors, int n,
                               const ln_kv *metadata, int n_metadata) {
   ln_status st = check_save_args(tensors, n, metadata, n_metadata);
   if (st != LN_OK) return st;
+  char *target = NULL;
+  if ((st = resolve_links(path, &target)) != LN_OK) return st;
+  struct stat old;
+  if ((st = check_target(path, target, &old)) != LN_OK) {
+    free(target);
+    return st;
+  }
   ln_tensor **cpu = calloc((size_t)(n ? n : 1), sizeof *cpu);
-  char *header = NULL, *tmp = malloc(strlen(path) + 32);
+  char *header = NULL, *tmp = malloc(strlen(target) + 32);
   size_t hlen = 0;
   FILE *f = NULL;
   bool grad = ln_set_grad_enabled(false);   /* copies for saving need no history */
@@ -453,18 +532,19 @@ ln_status ln_safetensors_save(const char *path, const ln_named_tensor *tensors, 
   }
   if ((st = build_header(tensors, cpu, n, metadata, n_metadata, &header, &hlen)) != LN_OK)
     goto done;
-  sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
+  sprintf(tmp, "%s.tmp.%ld", target, (long)getpid());
   if (!(f = fopen(tmp, "wb"))) {
     st = ln_error(LN_EIO, "cannot write '%s': cannot create '%s': %s", path, tmp,
                   strerror(errno));
     goto done;
   }
-  st = write_file(f, path, header, hlen, cpu, n);
+  st = keep_mode(f, path, &old);
+  if (st == LN_OK) st = write_file(f, path, header, hlen, cpu, n);
   int closed = fclose(f);
   f = NULL;
   if (st == LN_OK && closed != 0)
     st = ln_error(LN_EIO, "cannot write '%s': %s", path, strerror(errno));
-  if (st == LN_OK && rename(tmp, path) != 0)
+  if (st == LN_OK && rename(tmp, target) != 0)
     st = ln_error(LN_EIO, "cannot write '%s': cannot rename '%s' over it: %s", path, tmp,
                   strerror(errno));
   if (st != LN_OK) remove(tmp);
@@ -474,5 +554,6 @@ done:
   free(cpu);
   free(header);
   free(tmp);
+  free(target);
   return st;
 }

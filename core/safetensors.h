@@ -26,9 +26,12 @@ typedef struct ln_tensor_file {
   int n_metadata;
 } ln_tensor_file;
 
-/* Write atomically: to "path.tmp.<pid>", fsync, rename over path. A failed
-** save leaves an existing file intact. Tensors are written contiguous, from
-** any device. */
+/* Write atomically: to "<target>.tmp.<pid>", fsync, rename over the target,
+** the file at the end of path's symbolic links (the links stay). A failed
+** save leaves an existing file intact. An existing target that is not a
+** regular file (a FIFO, a device, a directory) or that the caller may not
+** write is refused (LN_EIO); a replaced file keeps its permission bits.
+** Tensors are written contiguous, from any device. */
 ln_status ln_safetensors_save(const char *path, const ln_named_tensor *tensors,
                               int n, const ln_kv *metadata, int n_metadata);
 

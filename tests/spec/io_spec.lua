@@ -1,9 +1,11 @@
 -- Checkpoints and memory statistics from Lua (lua/l_io.c): lunet.save /
 -- lunet.load round trips with metadata and state-dict versions, corrupt and
--- truncated files, atomic saves, and lunet.memory_stats following the
--- collector.
+-- truncated files, atomic saves and what they may replace (links are
+-- followed; FIFOs, directories and read-only files are refused), and
+-- lunet.memory_stats following the collector.
 local lunet = require("lunet")
-local err = require("tests.spec.helpers").err
+local helpers = require("tests.spec.helpers")
+local err, q = helpers.err, helpers.shell_quote
 
 local function tmpname()
   local p = os.tmpname()
@@ -210,6 +212,112 @@ describe("lunet.save and lunet.load", function()
       pcall(lunet.save, path, {w = 1})
     end
     assert.is_true(lunet.save(path, {w = lunet.ones(1)}))
+  end)
+end)
+
+-- Never pointed at real /dev nodes: the FIFO and the files live in a
+-- fresh directory (a save that replaced /dev/null would break the machine).
+describe("lunet.save's target", function()
+  local dir
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. q(dir)))
+  end)
+  after_each(function() os.execute("rm -rf " .. q(dir)) end)
+
+  local function sh(cmd) return os.execute(cmd) == true end
+  local function mode(p)
+    local f = assert(io.popen("stat -c %a " .. q(p)))
+    local m = f:read("l")
+    f:close()
+    return m
+  end
+  local function saved(p)
+    local t = lunet.load(p)
+    return t and t.w and t.w:tolist()
+  end
+
+  it("writes through symbolic links, which stay links", function()
+    write_all(dir .. "/real.st", "old")
+    assert(sh("ln -s real.st " .. q(dir .. "/rel.st")))        -- relative
+    assert(sh("ln -s " .. q(dir .. "/rel.st") .. " " .. q(dir .. "/abs.st")))  -- a chain
+    assert.is_true(lunet.save(dir .. "/abs.st", {w = lunet.ones(2)}))
+    assert.is_true(sh("test -L " .. q(dir .. "/abs.st")))
+    assert.is_true(sh("test -L " .. q(dir .. "/rel.st")))
+    assert.same({1, 1}, saved(dir .. "/real.st"))
+    -- a dangling link: the save creates its target
+    assert(sh("ln -s new.st " .. q(dir .. "/dangling.st")))
+    assert.is_true(lunet.save(dir .. "/dangling.st", {w = lunet.ones(3)}))
+    assert.is_true(sh("test -L " .. q(dir .. "/dangling.st")))
+    assert.same({1, 1, 1}, saved(dir .. "/new.st"))
+    -- a loop is an error, not a hang
+    assert(sh("ln -s b " .. q(dir .. "/a") .. " && ln -s a " .. q(dir .. "/b")))
+    local ok, msg = lunet.save(dir .. "/a", {w = lunet.ones(1)})
+    assert.is_nil(ok)
+    assert.matches("symbolic links", msg)
+  end)
+
+  it("refuses to replace a FIFO or a directory", function()
+    local fifo = dir .. "/fifo"
+    assert(sh("mkfifo " .. q(fifo)))
+    local ok, msg = lunet.save(fifo, {w = lunet.ones(1)})
+    assert.is_nil(ok)
+    assert.equal(("cannot write '%s': not a regular file"):format(fifo), msg)
+    assert.is_true(sh("test -p " .. q(fifo)))
+    assert(sh("ln -s fifo " .. q(dir .. "/to-fifo")))       -- also through a link
+    ok, msg = lunet.save(dir .. "/to-fifo", {w = lunet.ones(1)})
+    assert.is_nil(ok)
+    assert.matches("not a regular file", msg)
+    assert.is_true(sh("test -p " .. q(fifo)))
+    assert(sh("mkdir " .. q(dir .. "/d")))
+    ok, msg = lunet.save(dir .. "/d", {w = lunet.ones(1)})
+    assert.is_nil(ok)
+    assert.matches("Is a directory", msg)
+    assert.is_true(sh("test -d " .. q(dir .. "/d")))
+  end)
+
+  it("keeps the replaced file's permission bits (and owner, for root)", function()
+    local p = dir .. "/m.st"
+    write_all(p, "old")
+    assert(sh("chmod 640 " .. q(p)))
+    local root = io.popen("id -u"):read("n") == 0
+    if root then assert(sh("chown 65534:65534 " .. q(p))) end
+    assert.is_true(lunet.save(p, {w = lunet.ones(2)}))
+    assert.equal("640", mode(p))
+    assert.same({1, 1}, saved(p))
+    if root then
+      local f = assert(io.popen("stat -c %u:%g " .. q(p)))
+      assert.equal("65534:65534", f:read("l"))
+      f:close()
+    end
+  end)
+
+  it("refuses a file it may not write, as open would (Permission denied)", function()
+    local p = dir .. "/ro.st"
+    write_all(p, "keep")
+    assert(sh("chmod 444 " .. q(p)))
+    local f = io.open(p, "r+")       -- what this process may do to the file
+    if f then                        -- root: it may, and the file stays read-only
+      f:close()
+      assert.is_true(lunet.save(p, {w = lunet.ones(2)}))
+      assert.equal("444", mode(p))
+      assert.same({1, 1}, saved(p))
+      -- and as an unprivileged user, where setpriv and the build allow it
+      write_all(p, "keep")
+      assert(sh("chmod 755 " .. q(dir)))
+      local out = io.popen(("setpriv --reuid=65534 --regid=65534 --clear-groups %s -e %s 2>/dev/null")
+        :format(q(helpers.lunet_exe()), q(("print(require('lunet').save(%q, {w = require('lunet').ones(1)}))"):format(p))))
+      local line = out:read("l")
+      out:close()
+      if line then assert.equal(("nil\tcannot write '%s': Permission denied"):format(p), line) end
+    else
+      local ok, msg = lunet.save(p, {w = lunet.ones(2)})
+      assert.is_nil(ok)
+      assert.equal(("cannot write '%s': Permission denied"):format(p), msg)
+    end
+    assert.equal("keep", read_all(p))
+    assert.equal("444", mode(p))
   end)
 end)
 
