@@ -52,7 +52,8 @@ static int s_requires_grad(lua_State *L) {
   return 0;
 }
 
-/* x.grad = g (a tensor of x's shape) or nil. */
+/* x.grad = g (a tensor of x's dtype, device and shape) or nil; PyTorch's
+** messages, checked in its order. */
 static int s_grad(lua_State *L) {
   ln_tensor *t = ln_lua_check_tensor(L, 1);
   if (lua_isnil(L, 2)) {
@@ -60,6 +61,10 @@ static int s_grad(lua_State *L) {
     return 0;
   }
   ln_tensor *g = ln_lua_check_tensor(L, 2);
+  if (ln_tensor_dtype(t) != ln_tensor_dtype(g))
+    return luaL_error(L, "assigned grad has data of a different type");
+  if (!ln_device_eq(ln_tensor_device(t), ln_tensor_device(g)))
+    return luaL_error(L, "assigned grad has data located on a different device");
   if (!ln_tensor_same_shape(t, g))
     return luaL_error(L, "assigned grad has data of a different size");
   ln_tensor_set_grad(t, g);

@@ -126,6 +126,18 @@ describe("backward", function()
     x.grad = lunet.tensor({1.0, 2.0})
     assert.same({1, 2}, x.grad:tolist())
     assert.matches("different size", err(function() x.grad = lunet.ones(3) end))
+    for _, dtype in ipairs{"int64", "bool", "float64", "float16"} do
+      assert.matches("assigned grad has data of a different type",
+        err(function() x.grad = lunet.ones(2, {dtype = dtype}) end), dtype)
+    end
+    assert.same({1, 2}, x.grad:tolist())    -- refused, the old grad kept
+    local p = lunet.ones(3, {dtype = "float64", requires_grad = true})
+    assert.matches("different type", err(function() p.grad = lunet.ones(3) end))
+    p.grad = lunet.ones(3, {dtype = "float64"})
+    if lunet.cuda.is_available() then
+      assert.matches("assigned grad has data located on a different device",
+        err(function() x.grad = lunet.ones(2, {device = "cuda"}) end))
+    end
   end)
 end)
 
