@@ -179,21 +179,22 @@ static ln_tensor *check_param(lua_State *L, bool (*has)(const ln_layer_kernels *
 static bool has_sgd(const ln_layer_kernels *lk) { return lk->sgd_step != NULL; }
 static bool has_adam(const ln_layer_kernels *lk) { return lk->adam_step != NULL; }
 
-/* A tensor (arg idx, or field `name` of the table at idx when name is not
-** NULL) with p's sizes on p's device; nil gives NULL when optional. */
-static ln_tensor *check_like(lua_State *L, int idx, const char *name, ln_tensor *p,
+/* The tensor at idx, with p's sizes on p's device (named `what` in the
+** error); nil gives NULL when optional. */
+static ln_tensor *check_like(lua_State *L, int idx, const char *what, ln_tensor *p,
                              bool optional) {
-  if (name) {
-    lua_getfield(L, idx, name);   /* stays anchored in the table */
-    idx = lua_gettop(L);
-  }
   if (optional && lua_isnil(L, idx)) return NULL;
   ln_tensor *t = ln_lua_check_tensor(L, idx);
   ln_device a = ln_tensor_device(t), b = ln_tensor_device(p);
   if (!ln_tensor_same_shape(t, p) || a.type != b.type || a.index != b.index)
-    luaL_error(L, "%s does not match its parameter's shape and device",
-               name ? name : "the gradient");
+    luaL_error(L, "%s does not match its parameter's shape and device", what);
   return t;
+}
+
+/* check_like for field `name` of the state table at idx. */
+static ln_tensor *check_state(lua_State *L, int idx, const char *name, ln_tensor *p) {
+  lua_getfield(L, idx, name);   /* stays anchored in the table */
+  return check_like(L, lua_gettop(L), name, p, false);
 }
 
 static double number_field(lua_State *L, int idx, const char *name) {
@@ -276,8 +277,8 @@ static int l_state_like(lua_State *L) {
 /* sgd_step(p, grad, buf|nil, group) -> buf (nil without momentum) */
 static int l_sgd_step(lua_State *L) {
   ln_tensor *p = check_param(L, has_sgd);
-  ln_tensor *g = check_like(L, 2, NULL, p, false);
-  ln_tensor *buf = check_like(L, 3, NULL, p, true);
+  ln_tensor *g = check_like(L, 2, "the gradient", p, false);
+  ln_tensor *buf = check_like(L, 3, "momentum_buffer", p, true);
   luaL_checktype(L, 4, LUA_TTABLE);
   ln_sgd_args a = {
     .lr = number_field(L, 4, "lr"), .momentum = number_field(L, 4, "momentum"),
@@ -301,13 +302,13 @@ static int l_sgd_step(lua_State *L) {
 /* adam_step(p, grad, state, group) */
 static int l_adam_step(lua_State *L) {
   ln_tensor *p = check_param(L, has_adam);
-  ln_tensor *g = check_like(L, 2, NULL, p, false);
+  ln_tensor *g = check_like(L, 2, "the gradient", p, false);
   luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 4, LUA_TTABLE);
   bool amsgrad = bool_field(L, 4, "amsgrad");
-  ln_tensor *m = check_like(L, 3, "exp_avg", p, false);
-  ln_tensor *v = check_like(L, 3, "exp_avg_sq", p, false);
-  ln_tensor *vmax = amsgrad ? check_like(L, 3, "max_exp_avg_sq", p, false) : NULL;
+  ln_tensor *m = check_state(L, 3, "exp_avg", p);
+  ln_tensor *v = check_state(L, 3, "exp_avg_sq", p);
+  ln_tensor *vmax = amsgrad ? check_state(L, 3, "max_exp_avg_sq", p) : NULL;
   double step = number_field(L, 3, "step");
   luaL_argcheck(L, step >= 1, 3, "state.step must be at least 1");
   lua_getfield(L, 4, "betas");

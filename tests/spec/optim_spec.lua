@@ -477,4 +477,23 @@ describe("errors", function()
     i.grad = lunet.tensor({ 1, 1 })
     raises("can only optimize Tensors of floating point dtype", opt.step, opt)
   end)
+
+  it("name the state tensor that no longer matches a reshaped parameter", function()
+    for _, case in ipairs({ { "SGD", { momentum = 0.9 }, "momentum_buffer" },
+                            { "Adam", {}, "exp_avg" } }) do
+      local q = param(f32({ 1, 1, 1 }))
+      q.grad = f32({ 1, 1, 1 })
+      local opt = optim[case[1]]({ q }, case[2])
+      opt:step()
+      q.data = lunet.ones(5)
+      q.grad = lunet.ones(5)                                -- the gradient matches q
+      raises(case[3] .. " does not match its parameter's shape and device", opt.step, opt)
+    end
+    local q = param(f32({ 1 }))
+    q.grad = f32({ 1 })
+    local opt = optim.SGD({ q }, { momentum = 0.9 })
+    opt:step()
+    q.data = lunet.ones(2)
+    raises("the gradient does not match its parameter's shape and device", opt.step, opt)
+  end)
 end)
