@@ -2,7 +2,8 @@
 ** l_lunet.c -- luaopen_lunet: builds the `lunet` table from every binding
 ** file, loads lunet.nn / lunet.optim / lunet.dist / lunet.data lazily on
 ** first access, and installs the out-of-memory handler (a full collection,
-** then the allocator retries once).
+** then the allocator retries once). Also lunet._self_checker, the check
+** that the Lua-written methods of modules and optimizers make of self.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -151,9 +152,53 @@ static int lazy_index(lua_State *L) {
   return 0;
 }
 
+/* ---- self in methods written in Lua ---- */
+
+/* check(self, method): nothing when self's metatable is a key of the set
+** (upvalue 1), so that it costs one call and a table lookup; otherwise an
+** error at the method's caller in luaL_argerror's words and a hint, as
+** "bad argument #1 to 'eval' (lunet.Module expected, got no value); call
+** it as m:eval()". A method called with '.' gets its first argument as
+** self: nothing (m.eval()) or the wrong object (m.apply(fn)). Lua cannot
+** tell an absent self from nil; nil reads "no value", the common case. */
+static int self_check(lua_State *L) {
+  if (lua_getmetatable(L, 1) && lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 0;
+  const char *method = luaL_checkstring(L, 2);
+  const char *got = lua_isnil(L, 1) ? "no value"
+                  : luaL_getmetafield(L, 1, "__name") == LUA_TSTRING ? lua_tostring(L, -1)
+                  : luaL_typename(L, 1);
+  luaL_where(L, 2);                      /* 0: this check, 1: the method */
+  lua_pushfstring(L, "%sbad argument #1 to '%s' (%s expected, got %s); call it as %s:%s()",
+                  lua_tostring(L, -1), method, lua_tostring(L, lua_upvalueindex(2)), got,
+                  lua_tostring(L, lua_upvalueindex(3)), method);
+  return lua_error(L);
+}
+
+/* lunet._self_checker(types, expected, receiver) -> check: types is a set
+** of metatables (a table whose keys are the classes' metatables, which may
+** grow later) or the registry name of a userdata's metatable; expected
+** names them in the error ("lunet.Module"), receiver is the variable of
+** the hint ("m"). */
+static int self_checker(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    lua_createtable(L, 0, 1);
+    luaL_argcheck(L, luaL_getmetatable(L, lua_tostring(L, 1)) == LUA_TTABLE, 1,
+                  "no such metatable");
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_replace(L, 1);
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkstring(L, 2);
+  luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+  lua_pushcclosure(L, self_check, 3);
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   { "set_num_threads", set_num_threads }, { "get_num_threads", get_num_threads },
-  { NULL, NULL }
+  { "_self_checker", self_checker }, { NULL, NULL }
 };
 
 int luaopen_lunet(lua_State *L) {

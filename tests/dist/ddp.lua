@@ -139,6 +139,10 @@ test("the wrapper forwards to the model", function()
   local sd = ddp:state_dict()
   H.truthy(sd["1.weight"] ~= nil, "state dict keys are the model's")
   err("unknown option 'group_'", nn.DistributedDataParallel, m, { group_ = 1 })
+  -- '.' for ':' says so, for the wrapper's methods and the model's
+  err("bad argument #1 to 'sync_gradients' (DistributedDataParallel expected, got no value); "
+      .. "call it as ddp:sync_gradients()", function() ddp.sync_gradients() end)
+  err("bad argument #1 to 'eval' (lunet.Module expected, got no value)", function() ddp.eval() end)
 end)
 
 test("a group of two in a four-process run (np=4)", function()

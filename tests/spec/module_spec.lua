@@ -404,6 +404,41 @@ describe("errors", function()
     assert_close({ 1, 2, 3 }, m(f32({ 1, 2, 3 })))
   end)
 
+  it("says how to call a method called with '.' instead of ':'", function()
+    -- every public method along these classes' chains, written in Lua or
+    -- in C (forward excepted: it runs on every call, unchecked)
+    local seen, n = {}, 0
+    for _, case in ipairs({ { nn.Sequential }, { nn.BatchNorm2d, 3 }, { nn.Linear, 3, 3 } }) do
+      local cls, t = case[1], case[1]
+      while type(t) == "table" do
+        for k, v in pairs(t) do
+          if type(k) == "string" and k:sub(1, 1) ~= "_" and type(v) == "function"
+             and k ~= "forward" and k ~= "extend" and not seen[k] then
+            seen[k] = true
+            n = n + 1
+            -- m.name() with name a constant, so that Lua knows the called name
+            local call = load(("local m = ...; return m.%s()"):format(k))
+            local msg = err(call, cls(table.unpack(case, 2)))
+            assert.matches(("bad argument #1 to '%s' (lunet.Module expected, got no value)")
+                           :format(k), msg, 1, true)
+          end
+        end
+        local mt = getmetatable(t)
+        t = mt and rawget(mt, "__index")
+      end
+    end
+    assert.is_true(n > 20)
+    local m = nn.BatchNorm2d(3)
+    local msg = err(function() m.eval() end)
+    assert.matches("module_spec.lua:%d+: bad argument #1 to 'eval' %(lunet.Module expected, "
+                   .. "got no value%); call it as m:eval%(%)$", msg)
+    assert.matches("bad argument #1 to 'apply' (lunet.Module expected, got function); "
+                   .. "call it as m:apply()", err(function() m.apply(print) end), 1, true)
+    assert.matches("bad argument #1 to 'requires_grad_' (lunet.Module expected, got "
+                   .. "lunet.Tensor)", err(function() m.requires_grad_(f32({ 1 })) end), 1, true)
+    assert.are.equal(m, m:eval())      -- and ':' still works
+  end)
+
   it("raises on a released module instead of crashing", function()
     local m = Affine(3)
     getmetatable(m).__close(m)

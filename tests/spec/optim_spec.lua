@@ -478,6 +478,30 @@ describe("errors", function()
     raises("can only optimize Tensors of floating point dtype", opt.step, opt)
   end)
 
+  it("say how to call a method called with '.' instead of ':'", function()
+    for _, cls in ipairs({ "SGD", "Adam", "AdamW" }) do
+      local opt = optim[cls]({ param(f32({ 1 })) }, { lr = 0.1 })
+      local n = 0
+      for _, k in ipairs({ "step", "zero_grad", "state_dict", "load_state_dict",
+                           "add_param_group" }) do
+        local call = load(("local opt = ...; return opt.%s()"):format(k))
+        raises(("bad argument #1 to '%s' (optimizer expected, got no value); call it as opt:%s()")
+               :format(k, k), call, opt)
+        n = n + 1
+      end
+      -- they are all the methods that Optimizer gives every class
+      for k, v in pairs(optim.Optimizer) do
+        if type(v) == "function" and k ~= "class" then n = n - 1 end
+      end
+      assert.are.equal(0, n)
+    end
+    local opt = optim.SGD({ param(f32({ 1 })) })
+    local msg = err(function() opt.load_state_dict(opt:state_dict()) end)
+    assert.matches("optim_spec.lua:%d+: bad argument #1 to 'load_state_dict' %(optimizer "
+                   .. "expected, got table%)", msg)
+    opt:zero_grad()                        -- and ':' still works
+  end)
+
   it("name the state tensor that no longer matches a reshaped parameter", function()
     for _, case in ipairs({ { "SGD", { momentum = 0.9 }, "momentum_buffer" },
                             { "Adam", {}, "exp_avg" } }) do

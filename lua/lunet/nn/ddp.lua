@@ -46,6 +46,9 @@ function meta.__index(self, k)
   end
 end
 
+-- ddp.sync_gradients() gets "bad argument #1 to 'sync_gradients' ...".
+local check = lunet._self_checker({ [meta] = true }, "DistributedDataParallel", "ddp")
+
 function meta.__newindex(self, k, v) rawget(self, "module")[k] = v end
 
 function meta.__call(self, ...) return rawget(self, "module")(...) end
@@ -113,6 +116,7 @@ end
 -- gradient of the model's parameters that require grad becomes its average
 -- over the group. Call it after loss:backward(), before the optimizer step.
 function DDP:sync_gradients()
+  check(self, "sync_gradients")
   local grads = {}
   for _, p in ipairs(rawget(self, "module"):parameters()) do
     if p.requires_grad then

@@ -75,6 +75,12 @@ end
 
 function Module:__init() end
 
+-- check(self, "eval") opens each public method written in Lua, so that
+-- m.eval() says "bad argument #1 to 'eval' (lunet.Module expected, got no
+-- value); call it as m:eval()" as the C methods do, not "attempt to index
+-- a nil value". Not in __call or forward: they run on every call.
+local check = lunet._self_checker("lunet.Module", "lunet.Module", "m")
+
 -- Methods implemented in C (lua/l_module.c).
 for _, name in ipairs{ "register_parameter", "register_buffer", "add_module", "train",
                        "to", "zero_grad", "type_name", "extra_repr", "forward",
@@ -82,16 +88,20 @@ for _, name in ipairs{ "register_parameter", "register_buffer", "add_module", "t
   Module[name] = C[name]
 end
 
-function Module:eval() return self:train(false) end
+function Module:eval() check(self, "eval"); return self:train(false) end
 
-function Module:float() return self:to{ dtype = "float32" } end
-function Module:double() return self:to{ dtype = "float64" } end
-function Module:half() return self:to{ dtype = "float16" } end
-function Module:bfloat16() return self:to{ dtype = "bfloat16" } end
-function Module:cpu() return self:to("cpu") end
-function Module:cuda(index) return self:to(index and ("cuda:" .. index) or "cuda") end
+function Module:float() check(self, "float"); return self:to{ dtype = "float32" } end
+function Module:double() check(self, "double"); return self:to{ dtype = "float64" } end
+function Module:half() check(self, "half"); return self:to{ dtype = "float16" } end
+function Module:bfloat16() check(self, "bfloat16"); return self:to{ dtype = "bfloat16" } end
+function Module:cpu() check(self, "cpu"); return self:to("cpu") end
+function Module:cuda(index)
+  check(self, "cuda")
+  return self:to(index and ("cuda:" .. index) or "cuda")
+end
 
 function Module:requires_grad_(flag)
+  check(self, "requires_grad_")
   if flag == nil then flag = true end
   for _, p in ipairs(self:parameters()) do p:requires_grad_(flag) end
   return self
@@ -118,20 +128,24 @@ end
 
 --- for name, p in m:named_parameters([prefix [, recurse]]) do ... end
 function Module:named_parameters(...)
+  check(self, "named_parameters")
   return iterate(C.named(self, "parameters", walk_options(...)))
 end
 
 function Module:named_buffers(...)
+  check(self, "named_buffers")
   return iterate(C.named(self, "buffers", walk_options(...)))
 end
 
 function Module:named_children()
+  check(self, "named_children")
   return iterate(C.named(self, "children"))
 end
 
 --- for name, m in model:named_modules([prefix]) do ... end: the module
 -- itself first (named prefix or ""), then every descendant once.
 function Module:named_modules(...)
+  check(self, "named_modules")
   return iterate(C.named(self, "modules", (walk_options(...))))
 end
 
@@ -141,14 +155,18 @@ local function values(self, what, ...)
 end
 
 --- Arrays (1-based) in the order of the named_ iterators.
-function Module:parameters(...) return values(self, "parameters", ...) end
-function Module:buffers(...) return values(self, "buffers", ...) end
-function Module:children() return values(self, "children") end
-function Module:modules() return values(self, "modules") end
+function Module:parameters(...)
+  check(self, "parameters")
+  return values(self, "parameters", ...)
+end
+function Module:buffers(...) check(self, "buffers"); return values(self, "buffers", ...) end
+function Module:children() check(self, "children"); return values(self, "children") end
+function Module:modules() check(self, "modules"); return values(self, "modules") end
 
 --- m:apply(fn): fn(child) for every descendant (children first, as
 -- PyTorch), then fn(m); returns m.
 function Module:apply(fn)
+  check(self, "apply")
   for _, child in ipairs(self:children()) do child:apply(fn) end
   fn(self)
   return self
@@ -178,6 +196,7 @@ end
 --                     _metadata = {[""] = {version=1}, ["1"] = {version=2}}}
 -- The tensors are detached aliases of the module's.
 function Module:state_dict()
+  check(self, "state_dict")
   local sd, keys = C.state_dict(self)
   return setmetatable(sd, { __pairs = ordered_pairs, __keys = keys })
 end
@@ -215,6 +234,7 @@ end
 --- m:register_forward_pre_hook(fn): fn(module, args...) runs before
 -- forward; returning values replaces the arguments. Returns a handle.
 function Module:register_forward_pre_hook(fn)
+  check(self, "register_forward_pre_hook")
   return add_hook(self, "pre_hooks", fn, "register_forward_pre_hook")
 end
 
@@ -222,6 +242,7 @@ end
 -- forward (args is table.pack of the arguments); returning a value
 -- replaces the output. Returns a handle.
 function Module:register_forward_hook(fn)
+  check(self, "register_forward_hook")
   return add_hook(self, "hooks", fn, "register_forward_hook")
 end
 
@@ -280,6 +301,7 @@ end
 
 --- seq:add(m): append m as the next child; returns seq.
 function Sequential:add(m)
+  check(self, "add")
   if not C.is_module(m) then
     error(("bad argument #1 to 'add' (lunet.Module expected, got %s)"):format(type(m)), 2)
   end

@@ -30,6 +30,13 @@ local C = lunet._optim
 local Optimizer = {}
 Optimizer.__index = Optimizer
 
+-- The classes Optimizer.class made (an optimizer's metatable is its class);
+-- check(self, "step") opens each method, so that opt.step() says "bad
+-- argument #1 to 'step' (optimizer expected, got no value); call it as
+-- opt:step()" rather than "attempt to index a nil value".
+local classes = setmetatable({}, { __mode = "k" })
+local check = lunet._self_checker(classes, "optimizer", "opt")
+
 -- ---- construction ----
 
 -- Check that opts (a table or nil) names only known options; raises at
@@ -109,11 +116,13 @@ function Optimizer.class(name, spec)
   local cls = setmetatable({ name = name }, { __index = Optimizer, __call = construct })
   cls.__index = cls
   cls.validate, cls.init_state, cls.update = spec.validate, spec.init_state, spec.update
+  classes[cls] = true
   return cls
 end
 
 --- opt:add_param_group({params={...}, lr=...})
 function Optimizer:add_param_group(group)
+  check(self, "add_param_group")
   add_group(self, group, 2)
 end
 
@@ -122,6 +131,7 @@ end
 --- opt:zero_grad([set_to_none=true]): drop every parameter's grad (or
 -- zero it in place with set_to_none=false).
 function Optimizer:zero_grad(set_to_none)
+  check(self, "zero_grad")
   for _, g in ipairs(self.param_groups) do
     for _, p in ipairs(g.params) do
       if set_to_none == false then
@@ -137,6 +147,7 @@ end
 -- that has a grad, with grad mode off. The closure (which re-evaluates the
 -- loss and calls backward) runs first, with grad mode on.
 function Optimizer:step(closure)
+  check(self, "step")
   local loss
   if closure ~= nil then loss = lunet.enable_grad(closure) end
   lunet.no_grad(function()
@@ -161,6 +172,7 @@ end
 
 --- opt:state_dict() -> {state = {[i] = {...}}, param_groups = {{..., params = {i, ...}}}}
 function Optimizer:state_dict()
+  check(self, "state_dict")
   local sd, n = { state = {}, param_groups = {} }, 0
   for gi, g in ipairs(self.param_groups) do
     local packed = { params = {} }
@@ -208,6 +220,7 @@ end
 
 --- opt:load_state_dict(sd): restore the state and the groups' options.
 function Optimizer:load_state_dict(sd)
+  check(self, "load_state_dict")
   if type(sd) ~= "table" or type(sd.state) ~= "table" or type(sd.param_groups) ~= "table" then
     error("bad argument #1 to 'load_state_dict' "
           .. "(a table with 'state' and 'param_groups' expected)", 2)
