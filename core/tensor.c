@@ -36,8 +36,7 @@ static const char *sizes_str(const int64_t *sizes, int ndim, char *buf, size_t n
   return buf;
 }
 
-/* Check sizes and return the element count, or -1 with a message. */
-static int64_t checked_numel(const int64_t *sizes, int ndim) {
+int64_t ln_checked_numel(const int64_t *sizes, int ndim) {
   char buf[160];
   if (ndim < 0 || ndim > LN_MAX_DIMS) {
     ln_error(LN_EINVAL, "tensors have at most %d dimensions, got %d", LN_MAX_DIMS, ndim);
@@ -104,7 +103,7 @@ ln_tensor *ln_empty_format(const int64_t *sizes, int ndim, ln_dtype dtype,
     ln_error(LN_EINVAL, "invalid dtype %d", (int)dtype);
     return NULL;
   }
-  int64_t numel = checked_numel(sizes, ndim);
+  int64_t numel = ln_checked_numel(sizes, ndim);
   if (numel < 0) return NULL;
   if (fmt == LN_CHANNELS_LAST && ndim != 4 && ndim != 5) {
     ln_error(LN_EINVAL, "required rank 4 or 5 tensor to use channels_last format "
@@ -183,7 +182,7 @@ static bool extent(const int64_t *sizes, const int64_t *strides, int ndim,
 ln_tensor *ln_from_storage(ln_storage *s, ln_dtype dtype, const int64_t *sizes,
                            const int64_t *strides, int ndim, int64_t offset) {
   int64_t last;
-  if (checked_numel(sizes, ndim) < 0) return NULL;
+  if (ln_checked_numel(sizes, ndim) < 0) return NULL;
   if (offset < 0 || !extent(sizes, strides, ndim, &last)) {
     ln_error(LN_EINVAL, "offset and strides must be non-negative");
     return NULL;
@@ -204,7 +203,7 @@ ln_tensor *ln_from_storage(ln_storage *s, ln_dtype dtype, const int64_t *sizes,
 
 ln_tensor *ln_tensor_alias(ln_tensor *t, const int64_t *sizes,
                            const int64_t *strides, int ndim, int64_t offset) {
-  if (checked_numel(sizes, ndim) < 0) return NULL;   /* expand can ask for too many */
+  if (ln_checked_numel(sizes, ndim) < 0) return NULL;   /* expand can ask for too many */
   ln_tensor *v = tensor_struct(t->dtype, sizes, strides, ndim, offset);
   if (!v) return NULL;
   ln_storage_retain(t->storage);

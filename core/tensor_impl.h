@@ -27,6 +27,11 @@ struct ln_tensor {
   bool is_parameter;
 };
 
+/* Check sizes (at most LN_MAX_DIMS, none negative, at most INT64_MAX / 16
+** elements, so that a byte count fits) and return the element count, or -1
+** with a message. Never overflows. */
+int64_t ln_checked_numel(const int64_t *sizes, int ndim);
+
 /* A new tensor struct over t's storage with t's dtype; geometry given. */
 ln_tensor *ln_tensor_alias(ln_tensor *t, const int64_t *sizes,
                            const int64_t *strides, int ndim, int64_t offset);

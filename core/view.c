@@ -82,10 +82,11 @@ static const char *shape_str(const int64_t *sizes, int ndim, char *buf, size_t n
   return buf;
 }
 
-/* Resolve one -1 in sizes against numel, as PyTorch's infer_size. */
+/* Resolve one -1 in sizes against numel, as PyTorch's infer_size. The
+** product of the given sizes is taken by ln_checked_numel: one too large
+** for any tensor (it would overflow) is an invalid shape, not a wrap. */
 static ln_status infer_size(const int64_t *in, int ndim, int64_t numel, int64_t *out) {
   char buf[160];
-  int64_t known = 1;
   int infer = -1;
   if (ndim > LN_MAX_DIMS)
     return ln_error(LN_EINVAL, "tensors have at most %d dimensions, got %d",
@@ -95,12 +96,12 @@ static ln_status infer_size(const int64_t *in, int ndim, int64_t numel, int64_t 
     if (in[i] == -1) {
       if (infer >= 0) return ln_error(LN_EINVAL, "only one dimension can be inferred");
       infer = i;
+      out[i] = 1;   /* out of the product below */
     } else if (in[i] < 0) {
       return ln_error(LN_EINVAL, "invalid shape dimension %lld", (long long)in[i]);
-    } else {
-      known *= in[i];
     }
   }
+  int64_t known = ln_checked_numel(out, ndim);   /* -1 when too large */
   if (infer >= 0 && known > 0 && numel % known == 0) {
     out[infer] = numel / known;
     return LN_OK;

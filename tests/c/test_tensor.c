@@ -87,6 +87,11 @@ static void test_views(void) {
   CHECK_MSG("shape '[5, -1]' is invalid for input of size 12");
   CHECK(ln_view(x, (int64_t[]){ -1, -1 }, 2) == NULL);
   CHECK_MSG("only one dimension can be inferred");
+  /* sizes whose product overflows are invalid, not wrapped */
+  CHECK(ln_view(x, (int64_t[]){ INT64_MAX, 2 }, 2) == NULL);
+  CHECK_MSG("shape '[9223372036854775807, 2]' is invalid for input of size 12");
+  CHECK(ln_reshape(x, (int64_t[]){ -1, INT64_MAX, 4 }, 3) == NULL);
+  CHECK_MSG("shape '[-1, 9223372036854775807, 4]' is invalid for input of size 12");
 
   ln_tensor *tr = ln_transpose(x, 0, 1);
   CHECK(ln_tensor_size(tr, 0) == 4 && ln_tensor_stride(tr, 0) == 1 &&

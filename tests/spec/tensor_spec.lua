@@ -264,6 +264,11 @@ describe("views", function()
     assert.matches("view", err(t.view, t, 24))
     same(t:reshape(24):narrow(1, 1, 4), {0, 6, 12, 18})
     same(x:view_as(lunet.zeros(6, 4)):size(), {6, 4})
+    -- sizes whose product overflows int64 are invalid, as in PyTorch
+    assert.matches("shape '%[9223372036854775807, 2%]' is invalid for input of size 24",
+      err(x.view, x, math.maxinteger, 2))
+    assert.matches("shape '%[%-1, 9223372036854775807, 4%]' is invalid for input of size 24",
+      err(x.reshape, x, -1, math.maxinteger, 4))
   end)
 
   it("permute and transpose use 1-based dims", function()
