@@ -85,7 +85,7 @@ static int t_narrow(lua_State *L) {
   if (s0 < 0)
     return luaL_error(L, "start out of range (expected to be in range of [%I, %I], "
                       "but got %I)", -(lua_Integer)size, (lua_Integer)size + 1, start);
-  if (s0 + len > size)
+  if (len > size - s0)   /* s0 + len could overflow */
     return luaL_error(L, "narrow(): start (%I) + length (%I) - 1 exceeds dimension "
                       "size (%I).", s0 + 1, len, (lua_Integer)size);
   ln_lua_push_tensor(L, ln_narrow(t, d, s0, len));

@@ -288,6 +288,9 @@ describe("views", function()
     same(x:narrow(1, -2, 2), {40, 50})
     same(x:narrow(1, 6, 0):size(), {0})
     assert.matches("exceeds dimension size %(5%)", err(x.narrow, x, 1, 4, 3))
+    -- a length that would overflow start + length gets the same message
+    assert.matches("narrow%(%): start %(2%) %+ length %(9223372036854775807%) %- 1 "
+      .. "exceeds dimension size %(5%)%.", err(x.narrow, x, 1, 2, math.maxinteger))
     assert.matches("bad argument #2 to 'narrow' %(number expected, got nil%)",
       err(function() return x:narrow(1, nil, 2) end))
   end)
