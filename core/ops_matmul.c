@@ -136,11 +136,11 @@ static void mm_compute(ln_tensor *a, ln_tensor *b, ln_tensor *out, const mm_geom
       int64_t *c = (int64_t *)pc;
       for (int64_t r = 0; r < g->m; r++)
         for (int64_t col = 0; col < g->n; col++) {
-          int64_t acc = 0;
+          uint64_t acc = 0;  /* unsigned: wraps as PyTorch's (signed overflow is UB) */
           for (int64_t j = 0; j < g->k; j++)
-            acc += *(const int64_t *)(pa + (r * as[0] + j * as[1]) * 8) *
-                   *(const int64_t *)(pb + (j * bs[0] + col * bs[1]) * 8);
-          c[r * g->n + col] = acc;
+            acc += (uint64_t)*(const int64_t *)(pa + (r * as[0] + j * as[1]) * 8) *
+                   (uint64_t)*(const int64_t *)(pb + (j * bs[0] + col * bs[1]) * 8);
+          c[r * g->n + col] = (int64_t)acc;
         }
     }
   }

@@ -105,7 +105,7 @@ typedef enum red_kind { R_SUM, R_MAX, R_MIN, R_SQDEV, R_KIND_COUNT } red_kind;
 
 DEFINE_SUM(f32, float, double)
 DEFINE_SUM(f64, double, double)
-DEFINE_SUM(i64, int64_t, int64_t)
+DEFINE_SUM(i64, int64_t, uint64_t)  /* wraps as PyTorch's sum (signed overflow is UB) */
 DEFINE_MINMAX(f32, float, double)
 DEFINE_MINMAX(f64, double, double)
 DEFINE_MINMAX(i64, int64_t, int64_t)
@@ -141,8 +141,8 @@ static void combine(acc *into, const acc *from, int64_t n, red_kind kind, bool i
     } else if (kind == R_MIN) {
       if (is_int) into[k].i = MIN_STEP(into[k].i, from[k].i);
       else into[k].f = MIN_STEP(into[k].f, from[k].f);
-    } else if (is_int) {
-      into[k].i += from[k].i;
+    } else if (is_int) {  /* wrapping, as the kernels */
+      into[k].i = (int64_t)((uint64_t)into[k].i + (uint64_t)from[k].i);
     } else {
       into[k].f += from[k].f;
     }

@@ -616,6 +616,19 @@ static void test_reduction_rules(void) {
   CHECK(ln_sum(i, (int[]){ 1 }, 1, false) == NULL);
   CHECK_MSG("Dimension out of range");
 
+  /* int64 sums wrap around as PyTorch's (two's complement), in the serial
+  ** kernel, the threaded one (each thread's part overflows) and the
+  ** per-thread combine: 2^20 * INT64_MAX = -2^20 modulo 2^64 */
+  int64_t nbig = 1 << 20;
+  ln_tensor *big = ln_empty(&nbig, 1, LN_I64, CPU);
+  CHECK_OK(ln_fill_int_(big, INT64_MAX));
+  ln_tensor *two = ln_narrow(big, 0, 0, 2), *sbig = ln_sum(big, NULL, 0, false);
+  ln_tensor *stwo = ln_sum(two, NULL, 0, false);
+  CHECK(sbig && *(const int64_t *)ln_tensor_data(sbig) == -(1 << 20));
+  CHECK(stwo && *(const int64_t *)ln_tensor_data(stwo) == -2);
+  ln_tensor *wrap[] = { big, two, sbig, stwo };
+  for (int k = 0; k < 4; k++) ln_tensor_release(wrap[k]);
+
   /* correction leaving no degrees of freedom, empty inputs */
   ln_tensor *one = ln_ones((int64_t[]){ 1, 3 }, 2, LN_F32, CPU);
   ln_tensor *v1 = ln_var(one, (int[]){ 0 }, 1, 1, false);
@@ -746,6 +759,16 @@ static void test_matmul(void) {
   ln_tensor *zz = ln_matmul(z1, z2), *ze = ln_matmul(z2, z3);
   CHECK(zz && ln_tensor_size(zz, 0) == 3 && ln_tensor_get(zz, (int64_t[]){ 2, 1 }) == 0);
   CHECK(ze && ln_tensor_size(ze, 0) == 0 && ln_tensor_size(ze, 1) == 3);
+  /* int64 products and sums wrap around as PyTorch's: INT64_MAX * 2 * 2 = -4 */
+  ln_tensor *im = ln_empty((int64_t[]){ 1, 2 }, 2, LN_I64, CPU);
+  ln_tensor *i2 = ln_empty((int64_t[]){ 2, 1 }, 2, LN_I64, CPU);
+  CHECK_OK(ln_fill_int_(im, INT64_MAX));
+  CHECK_OK(ln_fill_int_(i2, 2));
+  ln_tensor *ip = ln_matmul(im, i2);
+  CHECK(ip && *(const int64_t *)ln_tensor_data(ip) == -4);
+  ln_tensor_release(ip);
+  ln_tensor_release(i2);
+  ln_tensor_release(im);
   CHECK(ln_matmul(z3, a) == NULL);  /* float32 @ float64 */
   CHECK_MSG("expected m1 and m2 to have the same dtype, but got: float32 != float64");
   ln_tensor *x = ln_zeros((int64_t[]){ 2, 3 }, 2, LN_F32, CPU);
