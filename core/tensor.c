@@ -166,6 +166,32 @@ ln_tensor *ln_arange(double start, double end, double step, ln_dtype dtype) {
   return t;
 }
 
+ln_tensor *ln_arange_int(int64_t start, int64_t end, int64_t step) {
+  if (step == 0) {
+    ln_error(LN_EINVAL, "step must be nonzero");
+    return NULL;
+  }
+  if ((step > 0 && start > end) || (step < 0 && start < end)) {
+    ln_error(LN_EINVAL, "upper bound and larger bound inconsistent with step sign");
+    return NULL;
+  }
+  /* |end - start| and |step| in uint64_t, where neither can overflow */
+  uint64_t span = step > 0 ? (uint64_t)end - (uint64_t)start : (uint64_t)start - (uint64_t)end;
+  uint64_t mag = step > 0 ? (uint64_t)step : 0 - (uint64_t)step;
+  uint64_t count = span / mag + (span % mag != 0);
+  if (count >= 1000000000000000u) {   /* 1e15, as ln_arange */
+    ln_error(LN_EINVAL, "arange: too many elements (%g)", (double)count);
+    return NULL;
+  }
+  int64_t n = (int64_t)count;
+  ln_tensor *t = ln_empty(&n, 1, LN_I64, LN_DEVICE_CPU);
+  if (!t) return NULL;
+  int64_t *p = ln_tensor_data(t);
+  uint64_t v = (uint64_t)start;   /* every value lies in [start, end): no wrap */
+  for (int64_t i = 0; i < n; i++, v += (uint64_t)step) p[i] = (int64_t)v;
+  return t;
+}
+
 /* The furthest element offsets reachable through the geometry, in
 ** elements relative to `offset`; false when a stride is negative. */
 static bool extent(const int64_t *sizes, const int64_t *strides, int ndim,

@@ -40,6 +40,9 @@ ln_tensor *ln_full(const int64_t *sizes, int ndim, double value, ln_dtype dtype,
                    ln_device dev);
 ln_tensor *ln_scalar(double value, ln_dtype dtype);            /* 0-dim, CPU */
 ln_tensor *ln_arange(double start, double end, double step, ln_dtype dtype);
+/* int64 start, start + step, ... short of end, counted and stepped in exact
+** integer arithmetic as PyTorch's int64 arange (bounds anywhere in int64). */
+ln_tensor *ln_arange_int(int64_t start, int64_t end, int64_t step);
 /* A tensor over existing storage (retained), with explicit geometry;
 ** checks that every reachable element lies inside the storage. */
 ln_tensor *ln_from_storage(ln_storage *s, ln_dtype dtype, const int64_t *sizes,

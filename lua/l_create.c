@@ -238,21 +238,24 @@ static int l_randn_like(lua_State *L) { return create_like(L, FILL_RANDN); }
 ** every bound is an integer, float32 otherwise (as PyTorch). */
 static int l_arange(lua_State *L) {
   double v[3] = { 0, 0, 1 };
+  lua_Integer iv[3] = { 0, 0, 1 };   /* exact, for int64 */
   int n = 0;
   bool integral = true;
   while (n < 3 && lua_type(L, n + 1) == LUA_TNUMBER) {
     v[n] = lua_tonumber(L, n + 1);
     integral = integral && lua_isinteger(L, n + 1);
+    if (integral) iv[n] = lua_tointeger(L, n + 1);
     n++;
   }
   luaL_argexpected(L, n > 0, 1, "number");
-  if (n == 1) { v[1] = v[0]; v[0] = 0; }
+  if (n == 1) { v[1] = v[0]; v[0] = 0; iv[1] = iv[0]; iv[0] = 0; }
   int opts = n + 1;
   ln_lua_check_fields(L, opts, create_fields);
   ln_dtype dt = ln_lua_opt_dtype(L, opts, integral ? LN_I64 : LN_F32);
   ln_device dev = ln_lua_opt_device(L, opts, LN_DEVICE_CPU);
   lua_settop(L, opts);
-  ln_lua_push_tensor(L, ln_arange(v[0], v[1], v[2], dt));
+  ln_lua_push_tensor(L, integral && dt == LN_I64 ? ln_arange_int(iv[0], iv[1], iv[2])
+                                                 : ln_arange(v[0], v[1], v[2], dt));
   finish(L, opts, dev);
   return 1;
 }

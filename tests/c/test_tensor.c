@@ -42,6 +42,18 @@ static void test_creation(void) {
   CHECK(t && ln_tensor_numel(t) == 0 && ln_tensor_data(t) != NULL);
   ln_tensor_release(t);
 
+  /* int64 arange near the limits: counted and stepped exactly */
+  t = ln_arange_int(INT64_MAX - 2, INT64_MAX, 1);
+  CHECK(t && ln_tensor_numel(t) == 2 &&
+        ((int64_t *)ln_tensor_data(t))[1] == INT64_MAX - 1);
+  ln_tensor_release(t);
+  t = ln_arange_int(INT64_MAX, INT64_MIN, -(INT64_C(1) << 62));
+  CHECK(t && ln_tensor_numel(t) == 4 &&
+        ((int64_t *)ln_tensor_data(t))[3] == -(INT64_C(1) << 62) - 1);
+  ln_tensor_release(t);
+  CHECK(ln_arange_int(INT64_MIN, INT64_MAX, 1) == NULL);
+  CHECK_MSG("arange: too many elements");
+
   ln_device cuda = { LN_CUDA, 0 };
   CHECK(ln_empty(sizes, 3, LN_F32, cuda) == NULL);
   CHECK(strstr(ln_last_error(), "CUDA") != NULL);

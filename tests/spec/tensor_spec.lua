@@ -167,6 +167,18 @@ describe("creation functions", function()
     assert.equal("float64", lunet.arange(3, {dtype = "float64"}).dtype)
   end)
 
+  it("arange counts and steps int64 bounds exactly, up to the int64 limits", function()
+    local max, min = math.maxinteger, math.mininteger
+    assert.same({max - 2, max - 1}, lunet.arange(max - 2, max):tolist())
+    assert.same({max, max - 4, max - 8}, lunet.arange(max, max - 9, -4):tolist())
+    assert.same({min}, lunet.arange(min, min + 10, 1 << 62):tolist())
+    assert.same({0, 3, 6, 9}, lunet.arange(0, 10, 3):tolist())
+    assert.matches("too many elements", err(lunet.arange, min, max))
+    assert.matches("step must be nonzero", err(lunet.arange, 0, 5, 0))
+    assert.matches("upper bound and larger bound inconsistent with step sign",
+      err(lunet.arange, 5, 0))
+  end)
+
   it("has the _like variants", function()
     local x = lunet.ones(2, 3, {dtype = "float64"})
     local z = lunet.zeros_like(x)
