@@ -102,7 +102,7 @@ void ln_store_double(void *p, ln_dtype t, double v) {
   case LN_F64: *(double *)p = v; break;
   case LN_F16: *(uint16_t *)p = ln_float_to_half((float)v); break;
   case LN_BF16: *(uint16_t *)p = ln_float_to_bf16((float)v); break;
-  case LN_I64: *(int64_t *)p = isnan(v) ? 0 : (int64_t)v; break;
+  case LN_I64: *(int64_t *)p = ln_double_to_i64(v); break;
   case LN_BOOL: *(uint8_t *)p = v != 0.0; break;
   default: break;
   }

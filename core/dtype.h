@@ -52,8 +52,17 @@ uint16_t ln_float_to_half(float f);
 float ln_bf16_to_float(uint16_t b);
 uint16_t ln_float_to_bf16(float f);
 
+/* A double as int64, defined for every input (C leaves NaN and values out
+** of range undefined; PyTorch's casts leave them to the machine, x86 giving
+** INT64_MIN for all): NaN becomes 0 and the rest saturate, as ARM and CUDA
+** convert. Two compares on the common path. */
+static inline int64_t ln_double_to_i64(double x) {
+  if (x >= -9223372036854775808.0 && x < 9223372036854775808.0) return (int64_t)x;
+  return x != x ? 0 : x > 0 ? INT64_MAX : INT64_MIN;
+}
+
 /* Read or write one element of any dtype as a double (slow path: printing,
-** item(), tables, scalar fills). */
+** item(), tables, scalar fills). int64 is written by ln_double_to_i64. */
 double ln_load_double(const void *p, ln_dtype t);
 void ln_store_double(void *p, ln_dtype t, double v);
 

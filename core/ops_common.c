@@ -71,7 +71,8 @@ static void load_block(double *v, const char *src, int64_t stride, ln_dtype st, 
 }
 
 /* Store n doubles as dtype dt (float16/bfloat16 through float, as PyTorch
-** rounds a double; NaN becomes 0 and out-of-range values saturate in int64). */
+** rounds a double; int64 by ln_double_to_i64: NaN becomes 0 and out-of-range
+** values saturate). */
 static void store_block(char *dst, int64_t stride, ln_dtype dt, const double *v, int64_t n) {
   switch (dt) {
   case LN_F32: for (int64_t i = 0; i < n; i++) *(float *)(dst + i * stride) = (float)v[i]; break;
@@ -83,11 +84,7 @@ static void store_block(char *dst, int64_t stride, ln_dtype dt, const double *v,
     for (int64_t i = 0; i < n; i++) *(uint16_t *)(dst + i * stride) = ln_float_to_bf16((float)v[i]);
     break;
   case LN_I64:
-    for (int64_t i = 0; i < n; i++) {
-      double x = v[i];
-      *(int64_t *)(dst + i * stride) = x != x ? 0 : x >= 9.2233720368547758e18 ? INT64_MAX
-                                       : x < -9.2233720368547758e18 ? INT64_MIN : (int64_t)x;
-    }
+    for (int64_t i = 0; i < n; i++) *(int64_t *)(dst + i * stride) = ln_double_to_i64(v[i]);
     break;
   case LN_BOOL: for (int64_t i = 0; i < n; i++) *(uint8_t *)(dst + i * stride) = v[i] != 0.0; break;
   default: break;

@@ -235,6 +235,21 @@ static void test_dtypes(void) {
   CHECK(ln_float_to_bf16(1.0f) == 0x3f80);
   CHECK_NEAR(ln_bf16_to_float(ln_float_to_bf16(3.140625f)), 3.140625, 0);
   CHECK(ln_float_to_bf16(1.0f + 1.0f / 256) == 0x3f80);    /* tie to even */
+  /* double -> int64 is defined everywhere: NaN 0, out of range saturates */
+  int64_t i64;
+  ln_store_double(&i64, LN_I64, 1e300);
+  CHECK(i64 == INT64_MAX);
+  ln_store_double(&i64, LN_I64, 9223372036854775808.0);
+  CHECK(i64 == INT64_MAX);
+  ln_store_double(&i64, LN_I64, -9223372036854775808.0);
+  CHECK(i64 == INT64_MIN);
+  ln_store_double(&i64, LN_I64, -INFINITY);
+  CHECK(i64 == INT64_MIN);
+  ln_store_double(&i64, LN_I64, NAN);
+  CHECK(i64 == 0);
+  ln_store_double(&i64, LN_I64, -2.75);
+  CHECK(i64 == -2);
+  CHECK(ln_double_to_i64(9007199254740993.0) == 9007199254740992);
 }
 
 static void test_devices(void) {

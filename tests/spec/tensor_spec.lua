@@ -400,6 +400,13 @@ describe("conversions", function()
     assert.is_true(rawequal(x, x:cpu()))
   end)
 
+  it("casts NaN to int64 as 0 and saturates values out of range", function()
+    local f = lunet.tensor({0 / 0, math.huge, -math.huge, 1e300, -2.5}, {dtype = "float64"})
+    local want = {0, math.maxinteger, math.mininteger, math.maxinteger, -2}
+    assert.same(want, f:long():tolist())
+    assert.same(want, f:float():to("int64"):tolist())
+  end)
+
   it("16-bit floats round as IEEE", function()
     same(lunet.tensor({1 / 3}):half(), {0.333251953125}, 0)
     same(lunet.tensor({1 / 3}):bfloat16(), {0.333984375}, 0)
