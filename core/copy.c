@@ -223,7 +223,17 @@ static ln_status fill_with(ln_tensor *t, const fill_ctx *c0) {
   return LN_OK;
 }
 
+/* A value t's dtype cannot hold is refused, as PyTorch's fill_ and full
+** do (with its C++ type names), rather than cast: NaN or 1e300 into int64
+** has no meaning, and 1e300 into float32 would be inf. */
 ln_status ln_fill_(ln_tensor *t, double value) {
+  static const char *const cpp_names[LN_DTYPE_COUNT] = {
+    [LN_F32] = "float", [LN_F64] = "double", [LN_F16] = "c10::Half",
+    [LN_BF16] = "c10::BFloat16", [LN_I64] = "int64_t", [LN_BOOL] = "bool",
+  };
+  if (!ln_dtype_fits(value, t->dtype))
+    return ln_error(LN_EINVAL, "value cannot be converted to type %s without overflow",
+                    cpp_names[t->dtype]);
   fill_ctx c = { .size = ln_dtype_size(t->dtype) };
   ln_store_double(c.elem, t->dtype, value);
   return fill_with(t, &c);

@@ -1,6 +1,7 @@
 /*
 ** dtype.c -- dtype traits, names, promotion and 16-bit float conversions.
 */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -93,6 +94,17 @@ double ln_load_double(const void *p, ln_dtype t) {
   case LN_I64: return (double)*(const int64_t *)p;
   case LN_BOOL: return *(const uint8_t *)p ? 1.0 : 0.0;
   default: return 0.0;
+  }
+}
+
+bool ln_dtype_fits(double v, ln_dtype t) {
+  static const double max_finite[LN_DTYPE_COUNT] = {
+    [LN_F32] = FLT_MAX, [LN_F16] = 65504.0, [LN_BF16] = 3.3895313892515355e38,
+  };
+  switch (t) {
+  case LN_I64: return v >= -9223372036854775808.0 && v < 9223372036854775808.0;
+  case LN_F32: case LN_F16: case LN_BF16: return !isfinite(v) || fabs(v) <= max_finite[t];
+  default: return true;
   }
 }
 

@@ -61,6 +61,12 @@ static inline int64_t ln_double_to_i64(double x) {
   return x != x ? 0 : x > 0 ? INT64_MAX : INT64_MIN;
 }
 
+/* Whether v converts to t without overflow, by PyTorch's checked_convert
+** (what fill_ and full ask): int64 takes finite values in [-2^63, 2^63);
+** float32, float16 and bfloat16 take infinities, NaN and finite values up
+** to their largest finite one; float64 and bool take anything. */
+bool ln_dtype_fits(double v, ln_dtype t);
+
 /* Read or write one element of any dtype as a double (slow path: printing,
 ** item(), tables, scalar fills). int64 is written by ln_double_to_i64. */
 double ln_load_double(const void *p, ln_dtype t);

@@ -41,7 +41,8 @@ ln_status ln_binary_(ln_binary_op op, ln_tensor *a, ln_tensor *b);
 ln_tensor *ln_add_scaled(ln_tensor *a, ln_tensor *b, double alpha);
 /* Scalar operand as a tensor: the scalar takes t's dtype when t is floating,
 ** else int64 for an integral value, float32 otherwise (PyTorch's rules for
-** Python numbers). New 0-dim CPU tensor on t's device. */
+** Python numbers). New 0-dim CPU tensor, converted as a cast (1e300 into
+** float32 is inf), not refused as ln_scalar refuses it. */
 ln_tensor *ln_scalar_like(ln_tensor *t, double value, bool is_integer);
 
 /* ---- reductions over dims (ndims == 0 means all dims) ---- */

@@ -355,9 +355,13 @@ ln_tensor *ln_add_scaled(ln_tensor *a, ln_tensor *b, double alpha) {
   return binary_forward(OP_AXPY, a, b, alpha);
 }
 
+/* A wrapped number, converted as a cast (a float past the dtype's range is
+** inf, as PyTorch's x + 1e300), never refused as ln_scalar's fill would. */
 ln_tensor *ln_scalar_like(ln_tensor *t, double value, bool is_integer) {
   ln_dtype dt = ln_dtype_is_float(t->dtype) ? t->dtype : is_integer ? LN_I64 : LN_F32;
-  return ln_scalar(value, dt);
+  ln_tensor *s = ln_empty(NULL, 0, dt, LN_DEVICE_CPU);
+  if (s) ln_store_double(ln_tensor_data(s), dt, value);
+  return s;
 }
 
 ln_tensor *ln_compare(ln_compare_op op, ln_tensor *a, ln_tensor *b) {

@@ -158,6 +158,11 @@ ln_tensor *ln_arange(double start, double end, double step, ln_dtype dtype) {
     return NULL;
   }
   int64_t n = (int64_t)count;
+  if (dtype == LN_I64 && n > 0 &&   /* the ends, as PyTorch converts them */
+      (!ln_dtype_fits(start, dtype) || !ln_dtype_fits(start + (double)(n - 1) * step, dtype))) {
+    ln_error(LN_EINVAL, "value cannot be converted to type int64_t without overflow");
+    return NULL;
+  }
   ln_tensor *t = ln_empty(&n, 1, dtype, LN_DEVICE_CPU);
   if (!t) return NULL;
   char *p = ln_tensor_data(t);

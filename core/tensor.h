@@ -38,7 +38,7 @@ ln_tensor *ln_zeros(const int64_t *sizes, int ndim, ln_dtype dtype, ln_device de
 ln_tensor *ln_ones(const int64_t *sizes, int ndim, ln_dtype dtype, ln_device dev);
 ln_tensor *ln_full(const int64_t *sizes, int ndim, double value, ln_dtype dtype,
                    ln_device dev);
-ln_tensor *ln_scalar(double value, ln_dtype dtype);            /* 0-dim, CPU */
+ln_tensor *ln_scalar(double value, ln_dtype dtype);            /* 0-dim, CPU, as full */
 ln_tensor *ln_arange(double start, double end, double step, ln_dtype dtype);
 /* int64 start, start + step, ... short of end, counted and stepped in exact
 ** integer arithmetic as PyTorch's int64 arange (bounds anywhere in int64). */
@@ -109,6 +109,8 @@ ln_tensor *ln_to_dtype(ln_tensor *t, ln_dtype dtype);   /* t itself if same */
 ln_tensor *ln_to_device(ln_tensor *t, ln_device dev);   /* t itself if same */
 /* dst[...] = src broadcast to dst's shape, converting dtype and device. */
 ln_status ln_copy_(ln_tensor *dst, ln_tensor *src);
+/* Refuses a value t's dtype cannot hold (ln_dtype_fits), as PyTorch's
+** fill_: "value cannot be converted to type int64_t without overflow". */
 ln_status ln_fill_(ln_tensor *t, double value);
 /* An integer, exactly into an int64 tensor (a double holds 53 bits). */
 ln_status ln_fill_int_(ln_tensor *t, int64_t value);

@@ -88,6 +88,9 @@ static void nested_fill(lua_State *L, const nested *s, int d, char **p,
     if (dt == LN_I64 && lua_isinteger(L, -1)) {
       int64_t v = (int64_t)lua_tointeger(L, -1);
       memcpy(*p, &v, sizeof v);
+    } else if (dt == LN_I64 && !lua_isboolean(L, -1) &&
+               !ln_dtype_fits(lua_tonumber(L, -1), LN_I64)) {   /* NaN, inf, 1e300 */
+      luaL_error(L, "value cannot be converted to type int64 without overflow");
     } else {
       ln_store_double(*p, dt, lua_isboolean(L, -1) ? lua_toboolean(L, -1)
                                                     : lua_tonumber(L, -1));

@@ -183,6 +183,7 @@ static ln_tensor *ce_run(ln_tensor *input, ln_tensor *target, ln_tensor *weight,
     for (int64_t r = 0; r < rows; r++) ln_sh_st(ln_tensor_data(out), r, f64, lv[r]);
   } else {
     double v = g->reduction == LN_REDUCTION_SUM ? res.total : res.total / res.total_weight;
+    if (!f64) v = (float)v;   /* a sum past float32's range is inf, which full takes */
     if (!(out = ln_full(NULL, 0, v, dt, dev))) goto done;
   }
   if (ln_any_requires_grad(&input, 1) && ce_record(out, input, xc, tc, lse, wc, g) != LN_OK) {

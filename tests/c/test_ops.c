@@ -225,6 +225,10 @@ static void test_promotion(void) {
         ln_tensor_dtype(r3) == LN_F32);
   CHECK_NEAR(ln_tensor_get(r3, (int64_t[]){ 1 }), 2.5, 0);
   CHECK_NEAR(ln_tensor_get(r2, (int64_t[]){ 1 }), 3, 0);
+  /* a number past the dtype's range is cast (inf), not refused as a fill */
+  ln_tensor *s4 = ln_scalar_like(h, 1e300, false);
+  CHECK(s4 && isinf(ln_tensor_get(s4, NULL)));
+  ln_tensor_release(s4);
 
   /* unary result dtypes */
   ln_tensor *u1 = ln_unary(LN_SQRT, i), *u2 = ln_neg(i), *u3 = ln_unary(LN_EXP, h);

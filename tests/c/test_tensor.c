@@ -42,6 +42,30 @@ static void test_creation(void) {
   CHECK(t && ln_tensor_numel(t) == 0 && ln_tensor_data(t) != NULL);
   ln_tensor_release(t);
 
+  /* fills refuse values the dtype cannot hold, as PyTorch's full and fill_ */
+  CHECK(ln_full(sizes, 1, 1e300, LN_I64, CPU) == NULL);
+  CHECK_MSG("value cannot be converted to type int64_t without overflow");
+  CHECK(ln_full(sizes, 1, NAN, LN_I64, CPU) == NULL);
+  CHECK(ln_full(sizes, 1, 9223372036854775808.0, LN_I64, CPU) == NULL);
+  CHECK(ln_full(sizes, 1, 1e300, LN_F32, CPU) == NULL);
+  CHECK_MSG("value cannot be converted to type float without overflow");
+  CHECK(ln_full(sizes, 1, 65520.0, LN_F16, CPU) == NULL);
+  CHECK_MSG("value cannot be converted to type c10::Half without overflow");
+  CHECK(ln_full(sizes, 1, -1e39, LN_BF16, CPU) == NULL);
+  CHECK_MSG("value cannot be converted to type c10::BFloat16 without overflow");
+  static const struct { double v; ln_dtype dt; } fits[] = {
+    { -9223372036854775808.0, LN_I64 }, { INFINITY, LN_F32 }, { NAN, LN_F16 },
+    { 65504.0, LN_F16 }, { 1e300, LN_F64 }, { 1e300, LN_BOOL },
+  };
+  for (size_t i = 0; i < sizeof fits / sizeof fits[0]; i++) {
+    t = ln_full(sizes, 1, fits[i].v, fits[i].dt, CPU);
+    CHECK(t != NULL);
+    ln_tensor_release(t);
+  }
+  t = ln_arange(0, 1e300, 1e299, LN_I64);
+  CHECK(t == NULL);
+  CHECK_MSG("value cannot be converted to type int64_t without overflow");
+
   /* int64 arange near the limits: counted and stepped exactly */
   t = ln_arange_int(INT64_MAX - 2, INT64_MAX, 1);
   CHECK(t && ln_tensor_numel(t) == 2 &&

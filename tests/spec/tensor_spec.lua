@@ -97,6 +97,17 @@ describe("lunet.tensor", function()
       err(lunet.tensor, "x"))
   end)
 
+  it("refuses numbers int64 cannot hold, as PyTorch, and casts them to floats", function()
+    for _, v in ipairs({0 / 0, math.huge, 1e300, 2.0 ^ 63}) do
+      assert.matches("value cannot be converted to type int64 without overflow",
+        err(lunet.tensor, {1, v}, {dtype = "int64"}))
+    end
+    assert.matches("value cannot be converted to type int64 without overflow",
+      err(lunet.tensor, 0 / 0, {dtype = "int64"}))
+    assert.same({math.mininteger, -2}, lunet.tensor({-2.0 ^ 63, -2.5}, {dtype = "int64"}):tolist())
+    assert.equal(math.huge, lunet.tensor({1e300}):tolist()[1])
+  end)
+
   it("takes dtype, device and requires_grad options", function()
     local x = lunet.tensor({1, 2}, {dtype = "float64", device = "cpu", requires_grad = true})
     assert.equal("float64", x.dtype)
@@ -127,6 +138,25 @@ describe("creation functions", function()
     assert.equal("float32", lunet.full({2}, 0.5).dtype)
     assert.equal("bool", lunet.full({2}, true).dtype)
     same(lunet.full({2}, 1.5, {dtype = "float64"}), {1.5, 1.5})
+  end)
+
+  it("full and fill_ refuse a value the dtype cannot hold, as PyTorch", function()
+    local function msg(ty) return "value cannot be converted to type " .. ty .. " without overflow" end
+    assert.matches(msg("int64_t"), err(lunet.full, {2}, 1e300, {dtype = "int64"}))
+    assert.matches(msg("int64_t"), err(lunet.full, {2}, 0 / 0, {dtype = "int64"}))
+    assert.matches(msg("float"), err(lunet.full, {2}, 1e300))
+    assert.matches(msg("c10::Half"), err(lunet.full, {2}, 70000, {dtype = "float16"}))
+    local i = lunet.zeros(2, {dtype = "int64"})
+    assert.matches(msg("int64_t"), err(i.fill_, i, 1e300))
+    assert.matches(msg("int64_t"), err(function() i[1] = -math.huge end))
+    assert.matches(msg("int64_t"), err(lunet.full_like, i, 0 / 0))
+    assert.matches(msg("float"), err(function() return lunet.zeros(2):fill_(-1e39) end))
+    same(i, {0, 0})
+    -- infinities and NaN are float values; a number in an expression is cast
+    local inf = {math.huge, math.huge}
+    assert.same(inf, lunet.full({2}, math.huge):tolist())
+    assert.same(inf, (lunet.zeros(2) + 1e300):tolist())
+    assert.same(inf, (i + 1e300):tolist())
   end)
 
   it("rand and randn follow the seed", function()
