@@ -68,7 +68,20 @@ static int t_add(lua_State *L) { return pair(L, do_binary, LN_ADD); }
 static int t_sub(lua_State *L) { return pair(L, do_binary, LN_SUB); }
 static int t_mul(lua_State *L) { return pair(L, do_binary, LN_MUL); }
 static int t_div(lua_State *L) { return pair(L, do_binary, LN_DIV); }
-static int t_pow(lua_State *L) { return pair(L, do_binary, LN_POW); }
+/* An integral tensor (int64, bool) to a negative integer given as a number
+** is refused, as PyTorch's pow(Tensor, Scalar); with a tensor exponent it
+** gives what integer arithmetic gives (0 unless the base is 1 or -1). */
+static void check_int_pow(lua_State *L) {
+  ln_tensor *base = ln_lua_to_tensor(L, 1);
+  if (base && !ln_dtype_is_float(ln_tensor_dtype(base)) && lua_isinteger(L, 2) &&
+      lua_tointeger(L, 2) < 0)
+    luaL_error(L, "Integers to negative integer powers are not allowed.");
+}
+
+static int t_pow(lua_State *L) {
+  check_int_pow(L);
+  return pair(L, do_binary, LN_POW);
+}
 static int t_maximum(lua_State *L) { return pair(L, do_binary, LN_MAXIMUM); }
 static int t_minimum(lua_State *L) { return pair(L, do_binary, LN_MINIMUM); }
 static int t_eq(lua_State *L) { return pair(L, do_compare, LN_EQ); }
@@ -134,7 +147,10 @@ static int t_add_(lua_State *L) { return inplace(L, LN_ADD); }
 static int t_sub_(lua_State *L) { return inplace(L, LN_SUB); }
 static int t_mul_(lua_State *L) { return inplace(L, LN_MUL); }
 static int t_div_(lua_State *L) { return inplace(L, LN_DIV); }
-static int t_pow_(lua_State *L) { return inplace(L, LN_POW); }
+static int t_pow_(lua_State *L) {
+  check_int_pow(L);
+  return inplace(L, LN_POW);
+}
 
 /* ---- linear algebra and joining ---- */
 

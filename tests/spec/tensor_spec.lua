@@ -527,6 +527,21 @@ describe("arithmetic", function()
     same(a:minimum(b), a:tolist())
   end)
 
+  it("refuses integers to a negative integer power, as PyTorch", function()
+    local i = lunet.tensor({2, 1, -1})
+    local msg = "Integers to negative integer powers are not allowed%."
+    assert.matches(msg, err(i.pow, i, -1))
+    assert.matches(msg, err(function() return i ^ -2 end))
+    assert.matches(msg, err(lunet.pow, i, -1))
+    assert.matches(msg, err(i.pow_, i:clone(), -1))
+    assert.matches(msg, err(function() return lunet.tensor({true}):pow(-1) end))
+    assert.same({2, 1, -1}, i:tolist())
+    -- a float exponent promotes; a tensor exponent is integer arithmetic
+    same(i:pow(-1.0), {0.5, 1, -1})
+    assert.same({0, 1, -1}, i:pow(lunet.tensor({-1, -1, -1})):tolist())
+    assert.same({4, 1, 1}, (i ^ 2):tolist())
+  end)
+
   it("applies unary functions", function()
     local x = lunet.tensor({-2, -0.5, 0, 1, 4}, {dtype = "float64"})
     same(x:abs(), {2, 0.5, 0, 1, 4})
