@@ -106,11 +106,12 @@ int ln_lua_check_dim(lua_State *L, int arg, int ndim) {
   return ln_lua_wrap_dim(L, luaL_checkinteger(L, arg), ndim);
 }
 
-/* One integer from the sequence at `tbl`, index i (1-based). */
+/* One integer from the sequence at `tbl`, index i (1-based). A string is
+** refused, not converted ("4" is no size, as in PyTorch). */
 static lua_Integer table_int(lua_State *L, int tbl, int arg, lua_Integer i) {
-  int isnum;
+  int isnum = 0;
   lua_rawgeti(L, tbl, i);
-  lua_Integer v = lua_tointegerx(L, -1, &isnum);
+  lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isnum) : 0;
   if (!isnum) {
     const char *got = luaL_typename(L, -1);
     luaL_argerror(L, arg, lua_pushfstring(L, "integer expected at index %I, got %s",
@@ -142,13 +143,15 @@ int ln_lua_check_sizes(lua_State *L, int arg, int64_t *sizes, int *next,
     return n;
   }
   int a = arg;
-  while (lua_type(L, a) == LUA_TNUMBER) {
+  /* integers up to nil, none or a table (the options); anything else is a
+  ** bad size, not the end of the sizes, so none is silently dropped */
+  for (; !lua_isnoneornil(L, a) && !lua_istable(L, a); a++) {
+    if (lua_type(L, a) != LUA_TNUMBER) luaL_typeerror(L, a, "integer");
     if (n == LN_MAX_DIMS)
       luaL_argerror(L, a, "too many dimensions (at most 8)");
     lua_Integer v = luaL_checkinteger(L, a);
     check_size(L, a, v, allow_neg1);
     sizes[n++] = v;
-    a++;
   }
   *next = a;
   return n;

@@ -13,10 +13,11 @@
 
 #include "lua/lunet_lua.h"
 
-/* Sizes given either as integers from `arg` on (stopping at the first
-** argument that is not a number) or as one table at `arg` (a sequence of
-** integers, such as x:size()). Returns ndim and sets *next to the first
-** argument after the sizes. -1 entries are allowed when allow_neg1. */
+/* Sizes given either as integers from `arg` on (up to the first nil, none
+** or table: a string or boolean among them is an error, not the end) or as
+** one table at `arg` (a sequence of integers, such as x:size()). Returns
+** ndim and sets *next to the first argument after the sizes. -1 entries
+** are allowed when allow_neg1. */
 int ln_lua_check_sizes(lua_State *L, int arg, int64_t *sizes, int *next,
                        bool allow_neg1);
 

@@ -11,12 +11,18 @@
 
 typedef ln_tensor *(*sized_fn)(ln_tensor *t, const int64_t *sizes, int ndim);
 
-/* x:f(2, -1) or x:f{2, -1} for f = view, reshape or expand. */
+/* x:f(2, -1) or x:f{2, -1} for f = view, reshape or expand; nothing may
+** follow the sizes (x:view(6, nil, 4) would otherwise lose the 4). */
 static int sized(lua_State *L, sized_fn f) {
   ln_tensor *t = ln_lua_check_tensor(L, 1);
   int64_t sizes[LN_MAX_DIMS];
   int next;
   int nd = ln_lua_check_sizes(L, 2, sizes, &next, true);
+  if (next == 2 && lua_istable(L, 2)) next = 3;   /* {}: no sizes, a 0-dim view */
+  if (!lua_isnone(L, next)) {
+    if (lua_istable(L, 2)) luaL_argerror(L, next, "no more arguments expected");
+    luaL_typeerror(L, next, "integer");
+  }
   ln_lua_push_tensor(L, f(t, sizes, nd));
   return 1;
 }

@@ -238,6 +238,15 @@ describe("creation functions", function()
   it("rejects negative sizes", function()
     assert.matches("negative size", err(lunet.zeros, 2, -1))
   end)
+
+  it("rejects a size that is not an integer instead of ending the sizes there", function()
+    assert.matches("bad argument #2 to '.-zeros' %(integer expected, got string%)",
+      err(lunet.zeros, 2, "3"))
+    assert.matches("bad argument #1 to '.-ones' %(integer expected at index 2, got string%)",
+      err(lunet.ones, {2, "3"}))
+    assert.matches("bad argument #3 to '.-zeros' %(no more arguments expected%)",
+      err(lunet.zeros, 2, nil, 3))
+  end)
 end)
 
 describe("properties", function()
@@ -311,6 +320,24 @@ describe("views", function()
       err(x.view, x, math.maxinteger, 2))
     assert.matches("shape '%[%-1, 9223372036854775807, 4%]' is invalid for input of size 24",
       err(x.reshape, x, -1, math.maxinteger, 4))
+  end)
+
+  it("view, reshape and expand name a size that is not an integer", function()
+    local x = lunet.zeros(2, 3, 4)
+    assert.matches("bad argument #2 to 'view' %(integer expected, got string%)",
+      err(function() return x:view(6, "4") end))
+    assert.matches("bad argument #2 to 'reshape' %(integer expected, got boolean%)",
+      err(function() return x:reshape(6, true) end))
+    assert.matches("bad argument #3 to 'expand' %(integer expected, got string%)",
+      err(function() return x:expand(2, 3, "4") end))
+    assert.matches("bad argument #1 to 'view' %(integer expected at index 2, got string%)",
+      err(function() return x:view({6, "4"}) end))
+    assert.matches("bad argument #2 to 'view' %(integer expected, got nil%)",
+      err(function() return x:view(6, nil, 4) end))
+    assert.matches("bad argument #2 to 'view' %(no more arguments expected%)",
+      err(function() return x:view({6, 4}, 5) end))
+    same(x:view(6, 4.0):size(), {6, 4})
+    assert.equal(0, lunet.zeros(1):view({}):dim())
   end)
 
   it("permute and transpose use 1-based dims", function()
