@@ -327,6 +327,14 @@ static ln_tensor *binary_forward(int op, ln_tensor *a, ln_tensor *b, double alph
   if (ln_common_device(ts, 2, &dev) != LN_OK || binary_dtype(op, a, b, &rt) != LN_OK ||
       ln_broadcast_shape(ts, 2, sizes, &nd) != LN_OK)
     return NULL;
+  /* an integral axpy takes alpha as an int64: a fraction, NaN or a value
+  ** out of range has no such value (and casting it would be undefined) */
+  if (op == OP_AXPY && !ln_dtype_is_float(rt) && !(ln_dtype_fits(alpha, LN_I64) &&
+                                                   alpha == trunc(alpha))) {
+    ln_error(LN_EINVAL, "For integral input tensors, argument alpha must not be a floating "
+             "point number.");
+    return NULL;
+  }
   ln_tensor *out = ln_empty_format(sizes, nd, rt, dev, ln_elementwise_format(sizes, nd, ts, 2));
   if (!out) return NULL;
   if (run_binary(op, alpha, rt, out, ts) != LN_OK) goto fail;

@@ -1,8 +1,9 @@
 /*
 ** l_ops.c -- arithmetic on tensors from Lua: the operators (+ - * / ^ and
 ** unary minus, with a number on either side), elementwise methods,
-** comparisons, matmul, in-place add_/sub_/mul_/div_, lunet.cat and
-** lunet.allclose. The same functions are also lunet.add(a, b), lunet.exp(x)...
+** comparisons, matmul, add/sub and in-place add_/sub_ with {alpha=},
+** mul_/div_/pow_, lunet.cat and lunet.allclose. The same functions are
+** also lunet.add(a, b), lunet.exp(x)...
 ** `==` stays identity (see l_tensor.c): use x:eq(y).
 ** Reductions live in l_reduce.c.
 */
@@ -64,8 +65,6 @@ static int pair(lua_State *L, pair_fn fn, int op) {
   return 1;
 }
 
-static int t_add(lua_State *L) { return pair(L, do_binary, LN_ADD); }
-static int t_sub(lua_State *L) { return pair(L, do_binary, LN_SUB); }
 static int t_mul(lua_State *L) { return pair(L, do_binary, LN_MUL); }
 static int t_div(lua_State *L) { return pair(L, do_binary, LN_DIV); }
 /* An integral tensor (int64, bool) to a negative integer given as a number
@@ -106,35 +105,90 @@ static int t_log(lua_State *L) { return unary(L, LN_LOG); }
 static int t_relu(lua_State *L) { return unary(L, LN_RELU); }
 static int t_sign(lua_State *L) { return unary(L, LN_SIGN); }
 
+/* ---- alpha: x:add(y, {alpha=2}), x:sub_(y, {alpha=2}) ---- */
+
+static const char *const alpha_fields[] = { "alpha", NULL };
+
+/* The alpha of the options at idx (1 when absent); *is_int: whether it is
+** an integer (an integer alpha keeps int64 operands int64). */
+static double check_alpha(lua_State *L, int idx, bool *is_int) {
+  ln_lua_check_fields(L, idx, alpha_fields);
+  double alpha = ln_lua_opt_number(L, idx, "alpha", 1);
+  *is_int = true;
+  if (lua_istable(L, idx)) {
+    *is_int = lua_getfield(L, idx, "alpha") == LUA_TNIL || lua_isinteger(L, -1);
+    lua_pop(L, 1);
+  }
+  return alpha;
+}
+
+/* Is the operand at idx (tensor t, or a number when t is NULL) integral? */
+static bool integral(lua_State *L, int idx, ln_tensor *t) {
+  if (t) return !ln_dtype_is_float(ln_tensor_dtype(t));
+  return lua_isboolean(L, idx) || lua_isinteger(L, idx);
+}
+
+/* PyTorch refuses a float alpha when both operands are integral, rather than
+** truncating it. Raises before any C temporary exists. */
+static void check_float_alpha(lua_State *L, bool alpha_int, ln_tensor *a, ln_tensor *b) {
+  if (!alpha_int && integral(L, 1, a) && integral(L, 2, b))
+    luaL_error(L, "For integral input tensors, argument alpha must not be a floating point "
+               "number.");
+}
+
+/* alpha times the operand at 2 (tensor t, or a number when t is NULL), a
+** new reference shaped for `like`; NULL with the error set. */
+static ln_tensor *scaled_operand(lua_State *L, ln_tensor *t, ln_tensor *like, double alpha,
+                                 bool alpha_int) {
+  if (t == NULL) {   /* a number: scale it here */
+    bool integer = lua_isinteger(L, 2) && alpha_int;
+    if (lua_isboolean(L, 2)) return ln_scalar(lua_toboolean(L, 2), LN_BOOL);
+    if (alpha == 1) return ln_scalar_like(like, lua_tonumber(L, 2), lua_isinteger(L, 2));
+    return ln_scalar_like(like, alpha * lua_tonumber(L, 2), integer);
+  }
+  if (alpha == 1) {
+    ln_tensor_retain(t);
+    return t;
+  }
+  ln_tensor *s = ln_scalar_like(t, alpha, alpha_int);
+  ln_tensor *b = s ? ln_mul(t, s) : NULL;
+  ln_tensor_release(s);
+  return b;
+}
+
+/* x:add(y, {alpha=}) and x:sub(y, {alpha=}): x + alpha * y, x - alpha * y
+** (also lunet.add(a, b, opts); the operators have no options). */
+static int scaled_pair(lua_State *L, ln_binary_op op) {
+  if (lua_isnone(L, 3)) return pair(L, do_binary, op);
+  bool alpha_int;
+  double alpha = check_alpha(L, 3, &alpha_int);
+  luaL_argcheck(L, lua_gettop(L) <= 3, 4, "no more arguments expected");
+  ln_tensor *ta = operand(L, 1), *tb = operand(L, 2);
+  if (!ta && !tb) luaL_typeerror(L, 1, "tensor");
+  check_float_alpha(L, alpha_int, ta, tb);
+  ln_tensor *a = make_operand(L, 1, ta, ta ? ta : tb);
+  ln_tensor *b = a ? scaled_operand(L, tb, ta ? ta : tb, alpha, alpha_int) : NULL;
+  ln_tensor *r = b ? ln_binary(op, a, b) : NULL;
+  ln_tensor_release(a);
+  ln_tensor_release(b);
+  ln_lua_push_tensor(L, r);
+  return 1;
+}
+
 /* ---- in place: x:add_(y, {alpha=1}) etc., returning x ---- */
 
 static int inplace(lua_State *L, ln_binary_op op) {
-  static const char *const fields[] = { "alpha", NULL };
   ln_tensor *self = ln_lua_check_tensor(L, 1);
   ln_tensor *other = operand(L, 2);
-  bool scaled = op == LN_ADD || op == LN_SUB;
-  if (scaled) ln_lua_check_fields(L, 3, fields);
-  else luaL_argcheck(L, lua_isnone(L, 3), 3, "no more arguments expected");
-  double alpha = scaled ? ln_lua_opt_number(L, 3, "alpha", 1) : 1;
-  bool alpha_int = true;   /* an integer alpha keeps int64 operands int64 */
-  if (scaled && lua_istable(L, 3)) {
-    alpha_int = lua_getfield(L, 3, "alpha") == LUA_TNIL || lua_isinteger(L, -1);
-    lua_pop(L, 1);
-  }
-  ln_tensor *b;
-  if (other == NULL) {   /* a number: scale it here */
-    bool integer = lua_isinteger(L, 2) && alpha_int;
-    if (lua_isboolean(L, 2)) b = ln_scalar(lua_toboolean(L, 2), LN_BOOL);
-    else if (alpha == 1) b = ln_scalar_like(self, lua_tonumber(L, 2), lua_isinteger(L, 2));
-    else b = ln_scalar_like(self, alpha * lua_tonumber(L, 2), integer);
-  } else if (alpha != 1) {
-    ln_tensor *s = ln_scalar_like(other, alpha, alpha_int);
-    b = s ? ln_mul(other, s) : NULL;
-    ln_tensor_release(s);
+  bool scaled = op == LN_ADD || op == LN_SUB, alpha_int = true;
+  double alpha = 1;
+  if (scaled) {
+    alpha = check_alpha(L, 3, &alpha_int);
+    check_float_alpha(L, alpha_int, self, other);
   } else {
-    ln_tensor_retain(other);
-    b = other;
+    luaL_argcheck(L, lua_isnone(L, 3), 3, "no more arguments expected");
   }
+  ln_tensor *b = scaled_operand(L, other, self, alpha, alpha_int);
   if (b == NULL) return ln_lua_error(L);
   ln_status st = ln_binary_(op, self, b);
   ln_tensor_release(b);
@@ -143,6 +197,8 @@ static int inplace(lua_State *L, ln_binary_op op) {
   return 1;
 }
 
+static int t_add(lua_State *L) { return scaled_pair(L, LN_ADD); }
+static int t_sub(lua_State *L) { return scaled_pair(L, LN_SUB); }
 static int t_add_(lua_State *L) { return inplace(L, LN_ADD); }
 static int t_sub_(lua_State *L) { return inplace(L, LN_SUB); }
 static int t_mul_(lua_State *L) { return inplace(L, LN_MUL); }

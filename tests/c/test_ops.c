@@ -225,6 +225,13 @@ static void test_promotion(void) {
         ln_tensor_dtype(r3) == LN_F32);
   CHECK_NEAR(ln_tensor_get(r3, (int64_t[]){ 1 }), 2.5, 0);
   CHECK_NEAR(ln_tensor_get(r2, (int64_t[]){ 1 }), 3, 0);
+  /* an integral axpy takes an integral alpha (wrapping); any other is refused */
+  ln_tensor *ax = ln_add_scaled(i, s2, -3);   /* 1 - 3 * 2 */
+  CHECK(ax && ln_tensor_dtype(ax) == LN_I64 && ln_tensor_get(ax, (int64_t[]){ 0 }) == -5);
+  ln_tensor_release(ax);
+  CHECK(ln_add_scaled(i, s2, 1e300) == NULL);
+  CHECK_MSG("For integral input tensors, argument alpha must not be a floating point number.");
+  CHECK(ln_add_scaled(i, s2, 0.5) == NULL);
   /* a number past the dtype's range is cast (inf), not refused as a fill */
   ln_tensor *s4 = ln_scalar_like(h, 1e300, false);
   CHECK(s4 && isinf(ln_tensor_get(s4, NULL)));

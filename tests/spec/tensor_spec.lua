@@ -545,6 +545,23 @@ describe("arithmetic", function()
     assert.are.same({max - 2, min, 9}, i:clone():add_(i, {alpha = 2}):tolist())
   end)
 
+  it("add and sub take alpha as add_ and sub_ do, and refuse a float one for integers", function()
+    local a = lunet.tensor({1, 2}, {dtype = "float64"})
+    same(a:add(a, {alpha = 2}), {3, 6})
+    same(a:sub(1, {alpha = 0.5}), {0.5, 1.5})
+    same(lunet.add(a, a, {alpha = -1}), {0, 0})
+    local i = lunet.tensor({1, 2})
+    assert.same({-5, -4}, i:add(2, {alpha = -3}):tolist())
+    assert.same({3, 6}, i:sub(i, {alpha = -2}):tolist())
+    local msg = "For integral input tensors, argument alpha must not be a floating point number%."
+    assert.matches(msg, err(i.add, i, i, {alpha = 1.5}))
+    assert.matches(msg, err(i.sub, i, 2, {alpha = 2.0}))
+    assert.matches(msg, err(i.add_, i, i, {alpha = 1e300}))
+    assert.same({1, 2}, i:tolist())
+    same(i:add(0.5, {alpha = 2.0}), {2, 3})   -- a float operand makes the result float
+    assert.matches("unknown option 'alfa'", err(a.add, a, a, {alfa = 2}))
+  end)
+
   it("has the methods and lunet functions too", function()
     same(a:add(b), (a + b):tolist())
     same(lunet.mul(a, 2), (a * 2):tolist())
