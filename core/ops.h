@@ -44,6 +44,9 @@ ln_tensor *ln_add_scaled(ln_tensor *a, ln_tensor *b, double alpha);
 ** Python numbers). New 0-dim CPU tensor, converted as a cast (1e300 into
 ** float32 is inf), not refused as ln_scalar refuses it. */
 ln_tensor *ln_scalar_like(ln_tensor *t, double value, bool is_integer);
+/* An integer operand as ln_scalar_like(t, value, true), exact when it is
+** int64 (a double holds 53 bits). */
+ln_tensor *ln_scalar_like_int(ln_tensor *t, int64_t value);
 
 /* ---- reductions over dims (ndims == 0 means all dims) ---- */
 ln_tensor *ln_sum(ln_tensor *t, const int *dims, int ndims, bool keepdim);

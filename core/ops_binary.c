@@ -372,6 +372,13 @@ ln_tensor *ln_scalar_like(ln_tensor *t, double value, bool is_integer) {
   return s;
 }
 
+ln_tensor *ln_scalar_like_int(ln_tensor *t, int64_t value) {
+  if (ln_dtype_is_float(t->dtype)) return ln_scalar_like(t, (double)value, true);
+  ln_tensor *s = ln_empty(NULL, 0, LN_I64, LN_DEVICE_CPU);
+  if (s) *(int64_t *)ln_tensor_data(s) = value;
+  return s;
+}
+
 ln_tensor *ln_compare(ln_compare_op op, ln_tensor *a, ln_tensor *b) {
   ln_tensor *ts[2] = { a, b };
   int64_t sizes[LN_MAX_DIMS];

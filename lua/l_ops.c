@@ -30,7 +30,8 @@ static ln_tensor *make_operand(lua_State *L, int idx, ln_tensor *t, ln_tensor *l
     return t;
   }
   if (lua_isboolean(L, idx)) return ln_scalar(lua_toboolean(L, idx), LN_BOOL);
-  return ln_scalar_like(like, lua_tonumber(L, idx), lua_isinteger(L, idx));
+  if (lua_isinteger(L, idx)) return ln_scalar_like_int(like, lua_tointeger(L, idx));
+  return ln_scalar_like(like, lua_tonumber(L, idx), false);
 }
 
 /* Both operands at 1 and 2 as new references (at least one is a tensor).
@@ -109,17 +110,23 @@ static int t_sign(lua_State *L) { return unary(L, LN_SIGN); }
 
 static const char *const alpha_fields[] = { "alpha", NULL };
 
-/* The alpha of the options at idx (1 when absent); *is_int: whether it is
-** an integer (an integer alpha keeps int64 operands int64). */
-static double check_alpha(lua_State *L, int idx, bool *is_int) {
+/* alpha: a float, or an integer (kept exact, and keeping int64 operands
+** int64). */
+typedef struct alpha_arg { double d; lua_Integer i; bool is_int; } alpha_arg;
+
+/* The alpha of the options at idx (the integer 1 when absent). */
+static alpha_arg check_alpha(lua_State *L, int idx) {
+  alpha_arg a = { .d = 1, .i = 1, .is_int = true };
   ln_lua_check_fields(L, idx, alpha_fields);
-  double alpha = ln_lua_opt_number(L, idx, "alpha", 1);
-  *is_int = true;
+  a.d = ln_lua_opt_number(L, idx, "alpha", 1);
   if (lua_istable(L, idx)) {
-    *is_int = lua_getfield(L, idx, "alpha") == LUA_TNIL || lua_isinteger(L, -1);
+    if (lua_getfield(L, idx, "alpha") != LUA_TNIL) {
+      a.is_int = lua_isinteger(L, -1);
+      a.i = a.is_int ? lua_tointeger(L, -1) : 0;
+    }
     lua_pop(L, 1);
   }
-  return alpha;
+  return a;
 }
 
 /* Is the operand at idx (tensor t, or a number when t is NULL) integral? */
@@ -130,27 +137,28 @@ static bool integral(lua_State *L, int idx, ln_tensor *t) {
 
 /* PyTorch refuses a float alpha when both operands are integral, rather than
 ** truncating it. Raises before any C temporary exists. */
-static void check_float_alpha(lua_State *L, bool alpha_int, ln_tensor *a, ln_tensor *b) {
-  if (!alpha_int && integral(L, 1, a) && integral(L, 2, b))
+static void check_float_alpha(lua_State *L, alpha_arg alpha, ln_tensor *a, ln_tensor *b) {
+  if (!alpha.is_int && integral(L, 1, a) && integral(L, 2, b))
     luaL_error(L, "For integral input tensors, argument alpha must not be a floating point "
                "number.");
 }
 
 /* alpha times the operand at 2 (tensor t, or a number when t is NULL), a
-** new reference shaped for `like`; NULL with the error set. */
-static ln_tensor *scaled_operand(lua_State *L, ln_tensor *t, ln_tensor *like, double alpha,
-                                 bool alpha_int) {
+** new reference shaped for `like`; NULL with the error set. Integers
+** multiply exactly, wrapping as int64 does. */
+static ln_tensor *scaled_operand(lua_State *L, ln_tensor *t, ln_tensor *like, alpha_arg alpha) {
   if (t == NULL) {   /* a number: scale it here */
-    bool integer = lua_isinteger(L, 2) && alpha_int;
     if (lua_isboolean(L, 2)) return ln_scalar(lua_toboolean(L, 2), LN_BOOL);
-    if (alpha == 1) return ln_scalar_like(like, lua_tonumber(L, 2), lua_isinteger(L, 2));
-    return ln_scalar_like(like, alpha * lua_tonumber(L, 2), integer);
+    if (lua_isinteger(L, 2) && alpha.is_int)
+      return ln_scalar_like_int(like, (int64_t)((uint64_t)alpha.i *
+                                                (uint64_t)lua_tointeger(L, 2)));
+    return ln_scalar_like(like, alpha.d * lua_tonumber(L, 2), false);
   }
-  if (alpha == 1) {
+  if (alpha.is_int ? alpha.i == 1 : alpha.d == 1) {
     ln_tensor_retain(t);
     return t;
   }
-  ln_tensor *s = ln_scalar_like(t, alpha, alpha_int);
+  ln_tensor *s = alpha.is_int ? ln_scalar_like_int(t, alpha.i) : ln_scalar_like(t, alpha.d, false);
   ln_tensor *b = s ? ln_mul(t, s) : NULL;
   ln_tensor_release(s);
   return b;
@@ -160,14 +168,13 @@ static ln_tensor *scaled_operand(lua_State *L, ln_tensor *t, ln_tensor *like, do
 ** (also lunet.add(a, b, opts); the operators have no options). */
 static int scaled_pair(lua_State *L, ln_binary_op op) {
   if (lua_isnone(L, 3)) return pair(L, do_binary, op);
-  bool alpha_int;
-  double alpha = check_alpha(L, 3, &alpha_int);
+  alpha_arg alpha = check_alpha(L, 3);
   luaL_argcheck(L, lua_gettop(L) <= 3, 4, "no more arguments expected");
   ln_tensor *ta = operand(L, 1), *tb = operand(L, 2);
   if (!ta && !tb) luaL_typeerror(L, 1, "tensor");
-  check_float_alpha(L, alpha_int, ta, tb);
+  check_float_alpha(L, alpha, ta, tb);
   ln_tensor *a = make_operand(L, 1, ta, ta ? ta : tb);
-  ln_tensor *b = a ? scaled_operand(L, tb, ta ? ta : tb, alpha, alpha_int) : NULL;
+  ln_tensor *b = a ? scaled_operand(L, tb, ta ? ta : tb, alpha) : NULL;
   ln_tensor *r = b ? ln_binary(op, a, b) : NULL;
   ln_tensor_release(a);
   ln_tensor_release(b);
@@ -180,15 +187,14 @@ static int scaled_pair(lua_State *L, ln_binary_op op) {
 static int inplace(lua_State *L, ln_binary_op op) {
   ln_tensor *self = ln_lua_check_tensor(L, 1);
   ln_tensor *other = operand(L, 2);
-  bool scaled = op == LN_ADD || op == LN_SUB, alpha_int = true;
-  double alpha = 1;
-  if (scaled) {
-    alpha = check_alpha(L, 3, &alpha_int);
-    check_float_alpha(L, alpha_int, self, other);
+  alpha_arg alpha = { .d = 1, .i = 1, .is_int = true };
+  if (op == LN_ADD || op == LN_SUB) {
+    alpha = check_alpha(L, 3);
+    check_float_alpha(L, alpha, self, other);
   } else {
     luaL_argcheck(L, lua_isnone(L, 3), 3, "no more arguments expected");
   }
-  ln_tensor *b = scaled_operand(L, other, self, alpha, alpha_int);
+  ln_tensor *b = scaled_operand(L, other, self, alpha);
   if (b == NULL) return ln_lua_error(L);
   ln_status st = ln_binary_(op, self, b);
   ln_tensor_release(b);

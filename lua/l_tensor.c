@@ -52,9 +52,10 @@ ln_tensor *ln_lua_tensor_or_scalar(lua_State *L, int idx, ln_tensor *like) {
     ln_tensor_retain(t);
     return t;
   }
+  if (lua_isinteger(L, idx))   /* exact in int64, past 2^53 too */
+    return ln_lua_check(L, ln_scalar_like_int(like, lua_tointeger(L, idx)));
   if (lua_type(L, idx) == LUA_TNUMBER)
-    return ln_lua_check(L, ln_scalar_like(like, lua_tonumber(L, idx),
-                                          lua_isinteger(L, idx)));
+    return ln_lua_check(L, ln_scalar_like(like, lua_tonumber(L, idx), false));
   if (lua_isboolean(L, idx))
     return ln_lua_check(L, ln_scalar(lua_toboolean(L, idx), LN_BOOL));
   ln_lua_check_tensor(L, idx);  /* raises "tensor expected" */

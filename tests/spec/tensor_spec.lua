@@ -545,6 +545,20 @@ describe("arithmetic", function()
     assert.are.same({max - 2, min, 9}, i:clone():add_(i, {alpha = 2}):tolist())
   end)
 
+  it("takes integer operands exactly, past a double's 53 bits", function()
+    local max = math.maxinteger
+    local z = lunet.tensor({0, 1})
+    assert.are.same({max - 1, max}, (z + (max - 1)):tolist())
+    assert.are.same({max - 1, max - 2}, ((max - 1) - z):tolist())
+    local odd = (1 << 53) + 1   -- no double holds it
+    assert.are.same({odd, odd + 1}, (z + odd):tolist())
+    assert.are.same({true, false}, (z + odd):eq(odd):tolist())
+    assert.are.same({max - 1, max - 1}, z:maximum(max - 1):tolist())
+    -- an integer alpha multiplies in int64, wrapping as PyTorch's: 4 * 2^62 = 0
+    assert.are.same({0, 1}, z:add(1 << 62, {alpha = 4}):tolist())
+    assert.are.same({max, max + 1}, z:clone():add_(max, {alpha = 1}):tolist())
+  end)
+
   it("add and sub take alpha as add_ and sub_ do, and refuse a float one for integers", function()
     local a = lunet.tensor({1, 2}, {dtype = "float64"})
     same(a:add(a, {alpha = 2}), {3, 6})
